@@ -81,8 +81,19 @@ def wrap_into_cell(positions: Tensor, cell: Tensor, pbc: Tensor) -> Tuple[Tensor
     return wrapped, wrap_shifts
 
 
+def _bin_coordinates(points: Tensor, lower: Tensor, bin_length: Tensor, bins_per_axis: Tensor) -> Tensor:
+    """Integer bin coordinates (P, 3) of points (P, 3), clamped into the grid."""
+    scaled = (points.to(torch.float64) - lower.to(torch.float64)) / bin_length
+    coordinates = torch.floor(scaled).to(torch.long)
+    return torch.minimum(torch.clamp(coordinates, min=0), bins_per_axis - 1)
+
+
 def _candidate_pairs(
-    centres: Tensor, ghosts: Tensor, cutoff: float
+    centres: Tensor,
+    ghosts: Tensor,
+    cutoff: float,
+    bins_per_cutoff: int = BINS_PER_CUTOFF,
+    max_bins_per_atom: int = MAX_BINS_PER_ATOM,
 ) -> Tuple[Tensor, Tensor]:
     """Cell-list search: (centre, ghost) index pairs whose bins are adjacent.
 
@@ -93,9 +104,9 @@ def _candidate_pairs(
     lower = centres.min(dim=0).values - cutoff
     upper = centres.max(dim=0).values + cutoff
     extent = (upper - lower).to(torch.float64)
-    bin_size = cutoff / BINS_PER_CUTOFF
+    bin_size = cutoff / bins_per_cutoff
     bins_per_axis = torch.clamp(torch.floor(extent / bin_size), min=1.0)
-    max_bins = max(1000, MAX_BINS_PER_ATOM * (ghosts.shape[0] + centres.shape[0]))
+    max_bins = max(1000, max_bins_per_atom * (ghosts.shape[0] + centres.shape[0]))
     total = float(torch.prod(bins_per_axis).item())
     if total > max_bins:
         shrink = (total / max_bins) ** (1.0 / 3.0)
@@ -108,12 +119,7 @@ def _candidate_pairs(
         [bins_per_axis[1] * bins_per_axis[2], bins_per_axis[2], torch.ones_like(bins_per_axis[0])]
     )
 
-    def bin_coordinates(points: Tensor) -> Tensor:
-        scaled = (points.to(torch.float64) - lower.to(torch.float64)) / bin_length
-        coordinates = torch.floor(scaled).to(torch.long)
-        return torch.minimum(torch.clamp(coordinates, min=0), bins_per_axis - 1)
-
-    ghost_bins = (bin_coordinates(ghosts) * strides).sum(dim=1)  # (G,)
+    ghost_bins = (_bin_coordinates(ghosts, lower, bin_length, bins_per_axis) * strides).sum(dim=1)  # (G,)
     ghost_order = torch.argsort(ghost_bins)
     num_bins = int(torch.prod(bins_per_axis).item())
     bin_count = torch.zeros(num_bins, dtype=torch.long, device=device)
@@ -121,7 +127,7 @@ def _candidate_pairs(
     bin_start = torch.cumsum(bin_count, dim=0) - bin_count
 
     stencil = shift_table(reach, device)  # (K, 3)
-    centre_bins = bin_coordinates(centres)  # (N, 3)
+    centre_bins = _bin_coordinates(centres, lower, bin_length, bins_per_axis)  # (N, 3)
     neighbour_bins = centre_bins.unsqueeze(1) + stencil.unsqueeze(0)  # (N, K, 3)
     inside = ((neighbour_bins >= 0) & (neighbour_bins < bins_per_axis)).all(dim=2)  # (N, K)
     linear = (torch.clamp(neighbour_bins, min=0) * strides).sum(dim=2)
@@ -160,7 +166,12 @@ def _cap_neighbors(centre: Tensor, distance_sq: Tensor, num_atoms: int, max_neig
 
 
 def radius_graph_pbc(
-    positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float, max_neighbors: int
+    positions: Tensor,
+    cell: Tensor,
+    pbc: Tensor,
+    cutoff: float,
+    max_neighbors: int,
+    self_distance_sq: float = SELF_DISTANCE_SQ,
 ) -> Tuple[Tensor, Tensor]:
     """Radius graph of one structure.
 
@@ -208,7 +219,7 @@ def radius_graph_pbc(
 
     difference = wrapped[pair_centre] - ghost_positions[pair_ghost]
     distance_sq = (difference * difference).sum(dim=1)
-    within = (distance_sq <= cutoff * cutoff) & (distance_sq > SELF_DISTANCE_SQ)
+    within = (distance_sq <= cutoff * cutoff) & (distance_sq > self_distance_sq)
     centre = pair_centre[within]
     neighbour = neighbour[within]
     shift_id = shift_id[within]

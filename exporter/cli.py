@@ -1,0 +1,71 @@
+"""``export-model``: thin command line over ``ocpdeploy.exporter``.
+
+    export-model CHECKPOINT --format torchscript|onnx -o OUTPUT [--dtype float32|float64]
+                 [--forces direct|gradient|conservative] [--no-verify]
+    export-model info ARTIFACT
+
+Every failure is one line on stderr and a non-zero exit code.
+"""
+
+import json
+import sys
+from typing import List, Optional
+
+import click
+
+from ocpdeploy.runtime.keys import FORCES_MODES
+
+EXIT_FAILURE = 1
+
+
+@click.command(name="export-model")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--format", "format_", type=click.Choice(["torchscript", "onnx"]), default="torchscript", show_default=True)
+@click.option("-o", "--output", required=True, help="artifact path (.pt for torchscript, .onnx for onnx)")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
+@click.option("--forces", type=click.Choice(FORCES_MODES), default=None, help="default: the checkpoint's own (direct or gradient)")
+@click.option("--no-verify", is_flag=True, help="skip the check of the artifact against the eager rewrite")
+def export_command(checkpoint: str, format_: str, output: str, dtype: str, forces: Optional[str], no_verify: bool) -> None:
+    """Export an OCP/fairchem trainer CHECKPOINT (PaiNN, GemNet-OC) to a deployable artifact."""
+    from .export import export_checkpoint
+
+    result = export_checkpoint(checkpoint, output, format=format_, dtype=dtype, forces=forces, verify=not no_verify)
+    metadata = result.metadata
+    line = f"wrote {result.path}: {metadata['model_kind']} {format_} {dtype}, forces {metadata['forces']}, cutoff {metadata['cutoff']} A"
+    if result.max_energy_error is not None:
+        line += f"; verified on the probe: |dE| {result.max_energy_error:.2e} eV, max|dF| {result.max_forces_error:.2e} eV/A"
+    click.echo(line)
+
+
+@click.command(name="info")
+@click.argument("artifact", type=click.Path(dir_okay=False))
+def info_command(artifact: str) -> None:
+    """Print an artifact's metadata."""
+    from ocpdeploy.runtime import load_model
+
+    click.echo(json.dumps(load_model(artifact).metadata, indent=2))
+
+
+SUBCOMMANDS = {"info": info_command}
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    command = export_command
+    if arguments and arguments[0] in SUBCOMMANDS:
+        command = SUBCOMMANDS[arguments.pop(0)]
+    try:
+        command.main(args=arguments, prog_name="export-model" if command is export_command else f"export-model {command.name}", standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(EXIT_FAILURE)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except (ValueError, RuntimeError, FileNotFoundError, OSError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        click.echo(f"export-model: error: {message}", err=True)
+        sys.exit(EXIT_FAILURE)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Checkpoint -> verified artifact: the library behind ``export-model``.
+
+``export_checkpoint(checkpoint, output, format, dtype, forces, verify)``
+loads the checkpoint, builds the rewrite, writes the artifact, then (unless
+``verify=False``) loads it back through ``ocpdeploy.runtime`` and compares it
+with the eager rewrite on the built-in probe structure; a wrong artifact is
+deleted and ``VerificationError`` raised.
+"""
+
+import inspect
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+import ocpdeploy.runtime.keys as keys
+from ocpdeploy.runtime import load_model
+
+from .checkpoint import Checkpoint, CheckpointError, build_rewrite, read_checkpoint
+from .deployed import DeployedModel, PhysicalModel
+from .probe import probe_atoms, probe_tensors
+from .write_onnx import STRUCTURE_INPUTS, write_onnx
+from .write_torchscript import write_torchscript
+
+EXPORTER_VERSION = "0.1.0"
+FORMATS = ("torchscript", "onnx")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# Verification bounds on the probe (artifact vs eager rewrite) per dtype:
+# (relative to |E| or max|F|, absolute floor). float32 allows summation-order
+# noise of exported graphs; float64 is 1e-9 relative as the issue asks.
+ENERGY_TOLERANCE = {"float32": (1.0e-5, 1.0e-4), "float64": (1.0e-9, 1.0e-9)}
+FORCES_TOLERANCE = {"float32": (1.0e-4, 1.0e-4), "float64": (1.0e-9, 1.0e-9)}
+
+
+class VerificationError(RuntimeError):
+    """The written artifact disagrees with the eager rewrite."""
+
+
+@dataclass
+class ExportResult:
+    path: str
+    metadata: Dict[str, Any]
+    max_energy_error: Optional[float] = None
+    max_forces_error: Optional[float] = None
+
+
+def graph_arguments(graph: nn.Module) -> Dict[str, Any]:
+    """Constructor arguments of a graph module (stored as same-named attributes)."""
+    names = [p for p in inspect.signature(type(graph).__init__).parameters if p != "self"]
+    return {name: getattr(graph, name) for name in names}
+
+
+def _num_elements(core: nn.Module) -> int:
+    return int(core.atom_emb.embeddings.num_embeddings)
+
+
+def build_metadata(checkpoint: Checkpoint, core: nn.Module, graph: nn.Module, artifact: str, dtype: str, forces: str) -> Dict[str, Any]:
+    arguments = graph_arguments(graph)
+    cutoffs = [float(v) for k, v in arguments.items() if k.startswith("cutoff") and v is not None]
+    caps = {k: int(v) for k, v in arguments.items() if k.startswith("max_neighbors") and v is not None}
+    outputs = [keys.ENERGY, keys.FORCES] + ([keys.STRESS] if forces == keys.FORCES_CONSERVATIVE else [])
+    if artifact == "torchscript":
+        inputs = [keys.POSITIONS, keys.ATOMIC_NUMBERS, keys.CELL, keys.PBC, keys.TAGS]
+    else:
+        inputs = STRUCTURE_INPUTS + list(graph.input_names)
+    normalizers = checkpoint.normalizers
+    return {
+        "format": keys.FORMAT_NAME,
+        "format_version": keys.FORMAT_VERSION,
+        "artifact": artifact,
+        "model_kind": checkpoint.model_name,
+        "model_attributes": checkpoint.model_attributes,
+        "graph": arguments,
+        "cutoff": max(cutoffs),
+        "max_neighbors": caps.get("max_neighbors", max(caps.values()) if caps else 0),
+        "max_neighbors_all": caps,
+        "forces": forces,
+        "outputs": outputs,
+        "dtype": dtype,
+        "min_atomic_number": 1,
+        "max_atomic_number": _num_elements(core),
+        "units": {"energy": keys.ENERGY_UNIT, "length": keys.LENGTH_UNIT, "forces": keys.FORCES_UNIT, "stress": keys.STRESS_UNIT},
+        "normalizers": {
+            "energy_mean": normalizers.energy_mean,
+            "energy_std": normalizers.energy_std,
+            "forces_mean": normalizers.forces_mean,
+            "forces_std": normalizers.forces_std,
+            "baked_in": True,
+        },
+        "exporter_version": EXPORTER_VERSION,
+        "torch_version": torch.__version__,
+        "checkpoint_sha256": checkpoint.sha256,
+        "checkpoint_name": os.path.basename(checkpoint.path),
+        "inputs": inputs,
+        "edge_convention": keys.EDGE_CONVENTION,
+    }
+
+
+def _eager_reference(physical: PhysicalModel, graph: nn.Module, dtype: torch.dtype) -> Dict[str, np.ndarray]:
+    probe = probe_tensors(dtype)
+    natoms = torch.tensor([probe["positions"].shape[0]])
+    batch = torch.zeros(probe["positions"].shape[0], dtype=torch.long)
+    cell = probe["cell"].unsqueeze(0)
+    prepared = graph(probe["positions"], cell, probe["pbc"].unsqueeze(0), natoms, probe["tags"])
+    outputs = physical(probe["positions"], cell, probe["atomic_numbers"], batch, prepared)
+    return {name: value.detach().double().numpy() for name, value in outputs.items()}
+
+
+def _verify(path: str, physical: PhysicalModel, graph: nn.Module, dtype_name: str) -> ExportResult:
+    expected = _eager_reference(physical, graph, DTYPES[dtype_name])
+    model = load_model(path)
+    got = model.predict(probe_atoms())
+    energy_error = abs(got["energy"] - float(expected[keys.ENERGY][0]))
+    forces_error = float(np.abs(got["forces"] - expected[keys.FORCES]).max())
+    relative, absolute = ENERGY_TOLERANCE[dtype_name]
+    energy_bound = relative * abs(float(expected[keys.ENERGY][0])) + absolute
+    relative, absolute = FORCES_TOLERANCE[dtype_name]
+    forces_bound = relative * float(np.abs(expected[keys.FORCES]).max()) + absolute
+    if not (energy_error <= energy_bound and forces_error <= forces_bound):
+        os.remove(path)
+        raise VerificationError(
+            f"{path}: artifact disagrees with the eager rewrite on the probe structure "
+            f"(|dE| {energy_error:.3g} eV > {energy_bound:.3g} or max|dF| {forces_error:.3g} eV/A > {forces_bound:.3g}); not written"
+        )
+    return ExportResult(path, model.metadata, energy_error, forces_error)
+
+
+def export_checkpoint(
+    checkpoint_path: str,
+    output: str,
+    format: str = "torchscript",
+    dtype: str = "float32",
+    forces: Optional[str] = None,
+    verify: bool = True,
+) -> ExportResult:
+    """Export one checkpoint to one artifact; see the module docstring."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown format '{format}'; choose one of {', '.join(FORMATS)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype '{dtype}'; choose float32 or float64")
+    checkpoint = read_checkpoint(checkpoint_path)
+    core, graph = build_rewrite(checkpoint)
+    core = core.to(DTYPES[dtype])
+    core.requires_grad_(False)
+    has_direct = bool(getattr(core, "direct_forces", False))
+    if forces is None:
+        forces = keys.FORCES_DIRECT if has_direct else keys.FORCES_GRADIENT
+    if forces not in keys.FORCES_MODES:
+        raise ValueError(f"unknown forces mode '{forces}'; choose one of {', '.join(keys.FORCES_MODES)}")
+    if forces == keys.FORCES_DIRECT and not has_direct:
+        raise CheckpointError(f"{checkpoint_path}: the model has no direct force head; use --forces gradient or conservative")
+    n = checkpoint.normalizers
+    physical = PhysicalModel(core, forces, n.energy_mean, n.energy_std, n.forces_mean, n.forces_std)
+    metadata = build_metadata(checkpoint, core, graph, format, dtype, forces)
+    if format == "torchscript":
+        deployed = DeployedModel(physical, graph, metadata["min_atomic_number"], metadata["max_atomic_number"], DTYPES[dtype])
+        write_torchscript(deployed, metadata, output)
+    else:
+        probe = probe_tensors(DTYPES[dtype])
+        num_atoms = probe["positions"].shape[0]
+        cell = probe["cell"].unsqueeze(0)
+        prepared = graph(probe["positions"], cell, probe["pbc"].unsqueeze(0), torch.tensor([num_atoms]), probe["tags"])
+        example = (probe["positions"], cell, probe["atomic_numbers"], torch.zeros(num_atoms, dtype=torch.long))
+        example = example + tuple(prepared[name] for name in graph.input_names)
+        write_onnx(physical, list(graph.input_names), example, metadata, output)
+    if not verify:
+        return ExportResult(output, metadata)
+    return _verify(output, physical, graph, dtype)

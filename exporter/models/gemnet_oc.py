@@ -1,0 +1,557 @@
+"""GemNet-OC rewrite (fairchem-core 1.10 ``models/gemnet_oc``), scriptable and
+ONNX-exportable.
+
+``build_gemnet_oc(model_attributes) -> (core, graph)``:
+
+* ``graph`` is :class:`runtime.graph_gemnet_oc.GemNetOCGraph` (all graphs and
+  triplet/quadruplet indices, TorchScript/eager only);
+* ``core`` is :class:`GemNetOCCore`, whose ``state_dict`` keys are those of
+  the reference ``GemNetOC`` (including every ``*.scale_factor``), with
+  ``energy_and_forces(positions, cell, atomic_numbers, batch, graph)``
+  returning the raw per-structure energy (B,) and the raw direct forces
+  (N, 3) (an empty (0, 3) tensor without a direct-force head).
+
+The core recomputes all geometry from positions and cell, so the energy is
+differentiable w.r.t. both (gradient forces, stress). It uses no
+data-dependent control flow, no boolean indexing and only ``index_add`` for
+aggregation; sizes come from input shapes.
+
+Geometry convention (GemNet): for an edge s -> t of any graph,
+``vector = (positions[t] - positions[s] + cell_offsets @ cell[batch[t]]) / d``.
+"""
+
+from typing import Dict, List, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ocpdeploy.runtime.graph_gemnet_oc import GemNetOCGraph, resolve_cutoffs
+from .gemnet_oc_basis import CircularBasisLayer, GemNetRadialBasis, SphericalBasisLayer
+from .gemnet_oc_layers import (
+    INV_SQRT_2,
+    AtomEmbedding,
+    AtomUpdateBlock,
+    BasisEmbedding,
+    Dense,
+    EdgeEmbedding,
+    OutputBlock,
+    PairInteraction,
+    QuadrupletInteraction,
+    ResidualLayer,
+    TripletInteraction,
+)
+from .layers import check_radial_options
+
+# Smallest |cross product| in the dihedral angle (reference ``get_angle``).
+DIHEDRAL_EPS: float = 1.0e-9
+
+
+def _inner_clamped(x: Tensor, y: Tensor) -> Tensor:
+    return torch.sum(x * y, dim=-1).clamp(min=-1.0, max=1.0)
+
+
+class InteractionBlock(nn.Module):
+    """One GemNet-OC interaction block (``layers/interaction_block.py``).
+
+    ``forward(h (N, A), m (E, D), bases, graph) -> (h, m)``; ``bases`` holds
+    the shared basis embeddings computed once by the core.
+    """
+
+    inv_sqrt_num_eint: float
+    inv_sqrt_num_aint: float
+
+    def __init__(
+        self, prefix: str, emb_size_atom: int, emb_size_edge: int, emb_size_trip_in: int,
+        emb_size_trip_out: int, emb_size_quad_in: int, emb_size_quad_out: int, emb_size_a2a_in: int,
+        emb_size_a2a_out: int, emb_size_rbf: int, emb_size_cbf: int, emb_size_sbf: int,
+        num_before_skip: int, num_after_skip: int, num_concat: int, num_atom: int,
+        num_atom_emb_layers: int, quad_interaction: bool, atom_edge_interaction: bool,
+        edge_atom_interaction: bool, atom_interaction: bool,
+    ) -> None:
+        super().__init__()
+        self.inv_sqrt_2 = INV_SQRT_2
+        self.dense_ca = Dense(emb_size_edge, emb_size_edge, activation=True)
+        self.trip_interaction = TripletInteraction(
+            emb_size_edge, emb_size_edge, emb_size_trip_in, emb_size_trip_out, emb_size_rbf,
+            emb_size_cbf, True, True, prefix + ".trip_interaction",
+        )
+        self.quad_interaction = (
+            QuadrupletInteraction(
+                emb_size_edge, emb_size_quad_in, emb_size_quad_out, emb_size_rbf, emb_size_cbf,
+                emb_size_sbf, prefix + ".quad_interaction",
+            )
+            if quad_interaction else None
+        )
+        self.atom_edge_interaction = (
+            TripletInteraction(
+                emb_size_atom, emb_size_edge, emb_size_trip_in, emb_size_trip_out, emb_size_rbf,
+                emb_size_cbf, True, True, prefix + ".atom_edge_interaction",
+            )
+            if atom_edge_interaction else None
+        )
+        self.edge_atom_interaction = (
+            TripletInteraction(
+                emb_size_edge, emb_size_atom, emb_size_trip_in, emb_size_trip_out, emb_size_rbf,
+                emb_size_cbf, False, False, prefix + ".edge_atom_interaction",
+            )
+            if edge_atom_interaction else None
+        )
+        self.atom_interaction = (
+            PairInteraction(emb_size_atom, emb_size_a2a_in, emb_size_a2a_out, emb_size_rbf,
+                            prefix + ".atom_interaction")
+            if atom_interaction else None
+        )
+        self.layers_before_skip = nn.ModuleList([ResidualLayer(emb_size_edge) for _ in range(num_before_skip)])
+        self.layers_after_skip = nn.ModuleList([ResidualLayer(emb_size_edge) for _ in range(num_after_skip)])
+        self.atom_emb_layers = nn.ModuleList([ResidualLayer(emb_size_atom) for _ in range(num_atom_emb_layers)])
+        self.atom_update = AtomUpdateBlock(emb_size_atom, emb_size_edge, emb_size_rbf, num_atom,
+                                           prefix + ".atom_update")
+        self.concat_layer = EdgeEmbedding(emb_size_atom, emb_size_edge, emb_size_edge)
+        self.residual_m = nn.ModuleList([ResidualLayer(emb_size_edge) for _ in range(num_concat)])
+        self.inv_sqrt_num_eint = (2.0 + float(quad_interaction) + float(atom_edge_interaction)) ** -0.5
+        self.inv_sqrt_num_aint = (1.0 + float(edge_atom_interaction) + float(atom_interaction)) ** -0.5
+
+    def forward(
+        self, h: Tensor, m: Tensor, bases: Dict[str, Tensor], graph: Dict[str, Tensor]
+    ) -> Tuple[Tensor, Tensor]:
+        num_atoms = h.shape[0]
+        edge_index = graph["main_edge_index"]
+        id_swap = graph["id_swap"]
+        x_ca_skip = self.dense_ca(m)
+        x = x_ca_skip + self.trip_interaction(
+            m, bases["e2e_rad"], bases["e2e_w1"], bases["e2e_cir"],
+            graph["trip_e2e_in"], graph["trip_e2e_out"], id_swap, None,
+        )
+        if self.quad_interaction is not None:
+            x = x + self.quad_interaction(
+                m, bases["qint_rad"], bases["qint_cir"], bases["qint_w1"], bases["qint_sph"],
+                graph["quad_trip_in_in"], graph["quad_trip_in_to_quad"], graph["quad_out"], id_swap,
+            )
+        if self.atom_edge_interaction is not None:
+            x = x + self.atom_edge_interaction(
+                h, bases["a2e_rad"], bases["a2e_w1"], bases["a2e_cir"],
+                graph["trip_a2e_in"], graph["trip_a2e_out"], id_swap, graph["a2ee2a_edge_index"][0],
+            )
+        x = x * self.inv_sqrt_num_eint
+        # Both atom updates read the incoming h.
+        h_update = h
+        if self.edge_atom_interaction is not None:
+            h_update = h_update + self.edge_atom_interaction.forward_to_atoms(
+                m, bases["e2a_rad"], bases["e2a_w1"], bases["e2a_cir"],
+                graph["trip_e2a_in"], graph["trip_e2a_out"], id_swap,
+                graph["a2ee2a_edge_index"][1], num_atoms,
+            )
+        if self.atom_interaction is not None:
+            h_update = h_update + self.atom_interaction(h, bases["a2a_w1"], graph["a2a_edge_index"])
+        h = h_update * self.inv_sqrt_num_aint
+        for layer in self.layers_before_skip:
+            x = layer(x)
+        m = (m + x) * self.inv_sqrt_2
+        for layer in self.layers_after_skip:
+            m = layer(m)
+        for layer in self.atom_emb_layers:
+            h = layer(h)
+        h = (h + self.atom_update(h, m, bases["atom_update"], edge_index[1])) * self.inv_sqrt_2
+        m2 = self.concat_layer(h, m, edge_index)
+        for layer in self.residual_m:
+            m2 = layer(m2)
+        m = (m + m2) * self.inv_sqrt_2
+        return h, m
+
+
+class GemNetOCCore(nn.Module):
+    """GemNet-OC energy (and direct-force) model on prepared graphs.
+
+    ``energy_and_forces(positions (N,3), cell (B,3,3), atomic_numbers (N,) int64,
+    batch (N,) int64, graph) -> (energy (B,), forces (N,3) or (0,3))``, both raw
+    (normalised). ``graph`` is the output of :class:`GemNetOCGraph`.
+    """
+
+    num_blocks: int
+    extensive: bool
+    direct_forces: bool
+    regress_forces: bool
+    quad_interaction: bool
+    atom_edge_interaction: bool
+    edge_atom_interaction: bool
+    atom_interaction: bool
+    dihedral_eps: float
+
+    def __init__(
+        self, num_spherical: int, num_radial: int, num_blocks: int, emb_size_atom: int,
+        emb_size_edge: int, emb_size_trip_in: int, emb_size_trip_out: int, emb_size_quad_in: int,
+        emb_size_quad_out: int, emb_size_aint_in: int, emb_size_aint_out: int, emb_size_rbf: int,
+        emb_size_cbf: int, emb_size_sbf: int, num_before_skip: int, num_after_skip: int,
+        num_concat: int, num_atom: int, num_output_afteratom: int, num_atom_emb_layers: int,
+        num_global_out_layers: int, regress_forces: bool, direct_forces: bool, cutoff: float,
+        cutoff_qint: float, cutoff_aeaint: float, cutoff_aint: float, envelope_exponent: int,
+        sbf_name: str, extensive: bool, quad_interaction: bool, atom_edge_interaction: bool,
+        edge_atom_interaction: bool, atom_interaction: bool, num_elements: int,
+    ) -> None:
+        super().__init__()
+        self.num_blocks = num_blocks
+        self.dihedral_eps = DIHEDRAL_EPS
+        self.extensive = extensive
+        self.direct_forces = direct_forces
+        self.regress_forces = regress_forces
+        self.quad_interaction = quad_interaction
+        self.atom_edge_interaction = atom_edge_interaction
+        self.edge_atom_interaction = edge_atom_interaction
+        self.atom_interaction = atom_interaction
+
+        def radial(cut: float) -> GemNetRadialBasis:
+            return GemNetRadialBasis(num_radial, cut, envelope_exponent)
+
+        # Bases (init_basis_functions); each holds its own copy of the offsets.
+        self.radial_basis = radial(cutoff)
+        self.cbf_basis_qint = CircularBasisLayer(num_spherical, radial(cutoff_qint)) if quad_interaction else None
+        self.sbf_basis_qint = (
+            SphericalBasisLayer(num_spherical, radial(cutoff), sbf_name) if quad_interaction else None
+        )
+        self.radial_basis_aeaint = (
+            radial(cutoff_aeaint) if (atom_edge_interaction or edge_atom_interaction) else None
+        )
+        self.cbf_basis_aeint = CircularBasisLayer(num_spherical, radial(cutoff)) if atom_edge_interaction else None
+        self.cbf_basis_eaint = (
+            CircularBasisLayer(num_spherical, radial(cutoff_aeaint)) if edge_atom_interaction else None
+        )
+        self.radial_basis_aint = radial(cutoff_aint) if atom_interaction else None
+        self.cbf_basis_tint = CircularBasisLayer(num_spherical, radial(cutoff))
+
+        # Shared down projections (init_shared_basis_layers).
+        self.mlp_rbf_qint = Dense(num_radial, emb_size_rbf) if quad_interaction else None
+        self.mlp_cbf_qint = BasisEmbedding(num_radial, emb_size_cbf, num_spherical) if quad_interaction else None
+        self.mlp_sbf_qint = (
+            BasisEmbedding(num_radial, emb_size_sbf, num_spherical**2) if quad_interaction else None
+        )
+        self.mlp_rbf_aeint = Dense(num_radial, emb_size_rbf) if atom_edge_interaction else None
+        self.mlp_cbf_aeint = (
+            BasisEmbedding(num_radial, emb_size_cbf, num_spherical) if atom_edge_interaction else None
+        )
+        self.mlp_rbf_eaint = Dense(num_radial, emb_size_rbf) if edge_atom_interaction else None
+        self.mlp_cbf_eaint = (
+            BasisEmbedding(num_radial, emb_size_cbf, num_spherical) if edge_atom_interaction else None
+        )
+        self.mlp_rbf_aint = BasisEmbedding(num_radial, emb_size_rbf) if atom_interaction else None
+        self.mlp_rbf_tint = Dense(num_radial, emb_size_rbf)
+        self.mlp_cbf_tint = BasisEmbedding(num_radial, emb_size_cbf, num_spherical)
+        self.mlp_rbf_h = Dense(num_radial, emb_size_rbf)
+        self.mlp_rbf_out = Dense(num_radial, emb_size_rbf)
+
+        self.atom_emb = AtomEmbedding(emb_size_atom, num_elements)
+        self.edge_emb = EdgeEmbedding(emb_size_atom, num_radial, emb_size_edge)
+        self.int_blocks = nn.ModuleList(
+            [
+                InteractionBlock(
+                    f"int_blocks.{i}", emb_size_atom, emb_size_edge, emb_size_trip_in, emb_size_trip_out,
+                    emb_size_quad_in, emb_size_quad_out, emb_size_aint_in, emb_size_aint_out,
+                    emb_size_rbf, emb_size_cbf, emb_size_sbf, num_before_skip, num_after_skip,
+                    num_concat, num_atom, num_atom_emb_layers, quad_interaction,
+                    atom_edge_interaction, edge_atom_interaction, atom_interaction,
+                )
+                for i in range(num_blocks)
+            ]
+        )
+        self.out_blocks = nn.ModuleList(
+            [
+                OutputBlock(emb_size_atom, emb_size_edge, emb_size_rbf, num_atom, num_output_afteratom,
+                            direct_forces, f"out_blocks.{i}")
+                for i in range(num_blocks + 1)
+            ]
+        )
+        self.out_mlp_E = nn.Sequential(
+            Dense(emb_size_atom * (num_blocks + 1), emb_size_atom, activation=True),
+            *[ResidualLayer(emb_size_atom) for _ in range(num_global_out_layers)],
+        )
+        self.out_energy = Dense(emb_size_atom, 1)
+        if direct_forces:
+            self.out_mlp_F = nn.Sequential(
+                Dense(emb_size_edge * (num_blocks + 1), emb_size_edge, activation=True),
+                *[ResidualLayer(emb_size_edge) for _ in range(num_global_out_layers)],
+            )
+            self.out_forces = Dense(emb_size_edge, 1)
+        else:
+            self.out_mlp_F = None
+            self.out_forces = None
+
+    # ---------------------------------------------------------------- geometry
+    def _edge_geometry(
+        self, positions: Tensor, cell: Tensor, batch: Tensor, edge_index: Tensor, cell_offsets: Tensor
+    ) -> Tuple[Tensor, Tensor]:
+        """Distances (E,) and unit vectors s -> t (E, 3), differentiable."""
+        target = edge_index[1]
+        shift = torch.bmm(cell_offsets.to(positions.dtype).unsqueeze(1), cell[batch[target]]).squeeze(1)
+        vector = positions[target] - positions[edge_index[0]] + shift
+        distance = torch.linalg.norm(vector, dim=-1)
+        return distance, vector / distance[:, None]
+
+    def _bases(
+        self, positions: Tensor, cell: Tensor, batch: Tensor, graph: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, Tensor], Tensor]:
+        """All basis embeddings shared by the blocks (``get_bases``), and V_main."""
+        d_main, v_main = self._edge_geometry(
+            positions, cell, batch, graph["main_edge_index"], graph["main_cell_offsets"]
+        )
+        bases: Dict[str, Tensor] = {}
+        rad_main = self.radial_basis(d_main)
+        bases["rad_main"] = rad_main
+
+        trip_in = graph["trip_e2e_in"]
+        trip_out = graph["trip_e2e_out"]
+        cos_cab = _inner_clamped(v_main[trip_out], v_main[trip_in])
+        rad_cir, cir = self.cbf_basis_tint(d_main, cos_cab)
+        bases["e2e_rad"] = self.mlp_rbf_tint(rad_main)
+        bases["e2e_w1"] = self.mlp_cbf_tint(rad_cir)
+        bases["e2e_cir"] = cir
+
+        if (
+            self.cbf_basis_qint is not None and self.sbf_basis_qint is not None
+            and self.mlp_rbf_qint is not None and self.mlp_cbf_qint is not None
+            and self.mlp_sbf_qint is not None
+        ):
+            d_qint, v_qint = self._edge_geometry(
+                positions, cell, batch, graph["qint_edge_index"], graph["qint_cell_offsets"]
+            )
+            tin_in = graph["quad_trip_in_in"]
+            tin_out = graph["quad_trip_in_out"]
+            tout_in = graph["quad_trip_out_in"]
+            tout_out = graph["quad_trip_out_out"]
+            tin_to_quad = graph["quad_trip_in_to_quad"]
+            tout_to_quad = graph["quad_trip_out_to_quad"]
+            # d -> b -> a
+            v_ba = v_qint[tin_out]
+            v_db = v_main[tin_in]
+            cos_abd = _inner_clamped(v_ba, v_db)
+            v_db_cross = torch.cross(v_db, v_ba, dim=-1)[tin_to_quad]
+            # c -> a <- b
+            v_ca = v_main[tout_out]
+            v_ba_out = v_qint[tout_in]
+            cos_cab_q = _inner_clamped(v_ca, v_ba_out)
+            v_ca_cross = torch.cross(v_ca, v_ba_out, dim=-1)[tout_to_quad]
+            # dihedral c -> a - b <- d (half angle, parity ignored)
+            x = torch.sum(v_ca_cross * v_db_cross, dim=-1)
+            y = torch.linalg.norm(torch.cross(v_ca_cross, v_db_cross, dim=-1), dim=-1).clamp(min=self.dihedral_eps)
+            dihedral = torch.atan2(y, x)
+            rad_cir_q, cir_q = self.cbf_basis_qint(d_qint, cos_abd)
+            rad_sph_q, sph_q = self.sbf_basis_qint(d_main, cos_cab_q[tout_to_quad], dihedral)
+            bases["qint_rad"] = self.mlp_rbf_qint(rad_main)
+            bases["qint_cir"] = self.mlp_cbf_qint.project(rad_cir_q, cir_q, tin_out)
+            bases["qint_w1"] = self.mlp_sbf_qint(rad_sph_q)
+            bases["qint_sph"] = sph_q
+
+        if self.radial_basis_aeaint is not None:
+            d_ae, v_ae = self._edge_geometry(
+                positions, cell, batch, graph["a2ee2a_edge_index"], graph["a2ee2a_cell_offsets"]
+            )
+            if (
+                self.cbf_basis_aeint is not None and self.mlp_rbf_aeint is not None
+                and self.mlp_cbf_aeint is not None
+            ):
+                a2e_in = graph["trip_a2e_in"]
+                a2e_out = graph["trip_a2e_out"]
+                rad_cir_a2e, cir_a2e = self.cbf_basis_aeint(
+                    d_main, _inner_clamped(v_main[a2e_out], v_ae[a2e_in])
+                )
+                bases["a2e_rad"] = self.mlp_rbf_aeint(self.radial_basis_aeaint(d_ae))
+                bases["a2e_w1"] = self.mlp_cbf_aeint(rad_cir_a2e)
+                bases["a2e_cir"] = cir_a2e
+            if (
+                self.cbf_basis_eaint is not None and self.mlp_rbf_eaint is not None
+                and self.mlp_cbf_eaint is not None
+            ):
+                e2a_in = graph["trip_e2a_in"]
+                e2a_out = graph["trip_e2a_out"]
+                rad_cir_e2a, cir_e2a = self.cbf_basis_eaint(
+                    d_ae, _inner_clamped(v_ae[e2a_out], v_main[e2a_in])
+                )
+                bases["e2a_rad"] = self.mlp_rbf_eaint(rad_main)
+                bases["e2a_w1"] = self.mlp_cbf_eaint(rad_cir_e2a)
+                bases["e2a_cir"] = cir_e2a
+
+        if self.radial_basis_aint is not None and self.mlp_rbf_aint is not None:
+            d_a2a, _ = self._edge_geometry(
+                positions, cell, batch, graph["a2a_edge_index"], graph["a2a_cell_offsets"]
+            )
+            bases["a2a_w1"] = self.mlp_rbf_aint(self.radial_basis_aint(d_a2a))
+
+        bases["atom_update"] = self.mlp_rbf_h(rad_main)
+        bases["output"] = self.mlp_rbf_out(rad_main)
+        return bases, v_main
+
+    # ------------------------------------------------------------------ model
+    @torch.jit.export
+    def energy_and_forces(
+        self, positions: Tensor, cell: Tensor, atomic_numbers: Tensor, batch: Tensor,
+        graph: Dict[str, Tensor],
+    ) -> Tuple[Tensor, Tensor]:
+        """Raw energy (B,) and raw direct forces (N, 3) (or an empty (0, 3))."""
+        num_atoms = positions.shape[0]
+        num_structures = cell.shape[0]
+        edge_index = graph["main_edge_index"]
+        edge_target = edge_index[1]
+        bases, v_main = self._bases(positions, cell, batch, graph)
+
+        h = self.atom_emb(atomic_numbers)
+        m = self.edge_emb(h, bases["rad_main"], edge_index)
+        xs_e: List[Tensor] = []
+        xs_f: List[Tensor] = []
+        # out_blocks[i] reads the state before int_blocks[i]; the last one the final state.
+        for block, out_block in zip(self.int_blocks, self.out_blocks):
+            x_e, x_f = out_block(h, m, bases["output"], edge_target)
+            xs_e.append(x_e)
+            xs_f.append(x_f)
+            h, m = block(h, m, bases, graph)
+        x_e, x_f = self.out_blocks[-1](h, m, bases["output"], edge_target)
+        xs_e.append(x_e)
+        xs_f.append(x_f)
+
+        energy_per_atom = self.out_energy(self.out_mlp_E(torch.cat(xs_e, dim=-1)))  # (N, 1)
+        energy = torch.zeros(
+            (num_structures, 1), dtype=energy_per_atom.dtype, device=energy_per_atom.device
+        ).index_add(0, batch, energy_per_atom)
+        if not self.extensive:
+            count = torch.zeros(num_structures, dtype=energy.dtype, device=energy.device).index_add(
+                0, batch, torch.ones_like(batch, dtype=energy.dtype)
+            )
+            energy = energy / count.clamp(min=1.0)[:, None]
+        energy = energy.squeeze(1)
+
+        forces = torch.zeros((0, 3), dtype=positions.dtype, device=positions.device)
+        if self.regress_forces and self.out_mlp_F is not None and self.out_forces is not None:
+            f_st = self.out_forces(self.out_mlp_F(torch.cat(xs_f, dim=-1)))  # (E, 1)
+            forces = torch.zeros(
+                (num_atoms, 3), dtype=positions.dtype, device=positions.device
+            ).index_add(0, edge_target, f_st * v_main)
+        return energy, forces
+
+    def forward(
+        self, positions: Tensor, cell: Tensor, atomic_numbers: Tensor, batch: Tensor,
+        graph: Dict[str, Tensor],
+    ) -> Tuple[Tensor, Tensor]:
+        return self.energy_and_forces(positions, cell, atomic_numbers, batch, graph)
+
+
+# ---------------------------------------------------------------------------
+# Construction from checkpoint ``model_attributes``.
+# ---------------------------------------------------------------------------
+_REQUIRED = (
+    "num_spherical", "num_radial", "num_blocks", "emb_size_atom", "emb_size_edge",
+    "emb_size_trip_in", "emb_size_trip_out", "emb_size_quad_in", "emb_size_quad_out",
+    "emb_size_aint_in", "emb_size_aint_out", "emb_size_rbf", "emb_size_cbf", "emb_size_sbf",
+    "num_before_skip", "num_after_skip", "num_concat", "num_atom", "num_output_afteratom",
+)
+SUPPORTED_SBF = ("spherical_harmonics", "legendre_outer")
+
+
+def _check_options(attrs: dict) -> None:
+    """Raise ``ValueError`` naming the first unsupported option."""
+    missing = [key for key in _REQUIRED if key not in attrs]
+    if missing:
+        raise ValueError(f"gemnet_oc model_attributes lack required options {missing}")
+    activation = str(attrs.get("activation", "silu")).lower()
+    if activation not in ("silu", "swish"):
+        raise ValueError(f"unsupported activation {attrs.get('activation')!r}: only 'silu' is implemented")
+    rbf = attrs.get("rbf") or {"name": "gaussian"}
+    envelope = attrs.get("envelope") or {"name": "polynomial", "exponent": 5}
+    check_radial_options(rbf, envelope)
+    rbf_spherical = attrs.get("rbf_spherical")
+    if rbf_spherical:
+        check_radial_options(rbf_spherical, envelope)
+    extra_envelope = set(envelope) - {"name", "exponent"}
+    if extra_envelope:
+        raise ValueError(f"unsupported envelope options {sorted(extra_envelope)}")
+    cbf = attrs.get("cbf") or {"name": "spherical_harmonics"}
+    if str(cbf.get("name")).lower() != "spherical_harmonics" or set(cbf) - {"name"}:
+        raise ValueError(f"unsupported cbf {cbf!r}: only 'spherical_harmonics' is implemented")
+    sbf = attrs.get("sbf") or {"name": "spherical_harmonics"}
+    if str(sbf.get("name")).lower() not in SUPPORTED_SBF or set(sbf) - {"name"}:
+        raise ValueError(f"unsupported sbf {sbf!r}: only {list(SUPPORTED_SBF)} are implemented")
+    if attrs.get("scale_basis", False):
+        raise ValueError("unsupported option scale_basis=True: only scale_basis=False is implemented")
+    if attrs.get("forces_coupled", False) and attrs.get("direct_forces", False):
+        raise ValueError("unsupported option forces_coupled=True: only forces_coupled=False is implemented")
+    if not attrs.get("enforce_max_neighbors_strictly", True):
+        raise ValueError("unsupported option enforce_max_neighbors_strictly=False")
+    if int(attrs["num_blocks"]) <= 0:
+        raise ValueError(f"num_blocks must be > 0, got {attrs['num_blocks']}")
+
+
+def build_gemnet_oc(model_attributes: dict) -> Tuple[GemNetOCCore, GemNetOCGraph]:
+    """Core and graph module for a ``gemnet_oc`` checkpoint's ``model_attributes``.
+
+    Unset ``cutoff_*`` / ``max_neighbors_*`` fall back as in the reference
+    (``set_cutoffs`` / ``set_max_neighbors``); graph-building flags
+    (``otf_graph``, ``use_pbc``) and training-only options are ignored.
+    """
+    attrs = dict(model_attributes)
+    _check_options(attrs)
+    quad = bool(attrs.get("quad_interaction", False))
+    a2e = bool(attrs.get("atom_edge_interaction", False))
+    e2a = bool(attrs.get("edge_atom_interaction", False))
+    aint = bool(attrs.get("atom_interaction", False))
+    cutoff = float(attrs.get("cutoff", 6.0))
+    max_neighbors = int(attrs.get("max_neighbors", 50))
+    cutoffs = resolve_cutoffs(
+        cutoff, attrs.get("cutoff_qint"), attrs.get("cutoff_aeaint"), attrs.get("cutoff_aint"),
+        max_neighbors, attrs.get("max_neighbors_qint"), attrs.get("max_neighbors_aeaint"),
+        attrs.get("max_neighbors_aint"), quad, a2e, e2a, aint,
+    )
+    envelope = attrs.get("envelope") or {"name": "polynomial", "exponent": 5}
+    sbf = attrs.get("sbf") or {"name": "spherical_harmonics"}
+    core = GemNetOCCore(
+        num_spherical=int(attrs["num_spherical"]),
+        num_radial=int(attrs["num_radial"]),
+        num_blocks=int(attrs["num_blocks"]),
+        emb_size_atom=int(attrs["emb_size_atom"]),
+        emb_size_edge=int(attrs["emb_size_edge"]),
+        emb_size_trip_in=int(attrs["emb_size_trip_in"]),
+        emb_size_trip_out=int(attrs["emb_size_trip_out"]),
+        emb_size_quad_in=int(attrs["emb_size_quad_in"]),
+        emb_size_quad_out=int(attrs["emb_size_quad_out"]),
+        emb_size_aint_in=int(attrs["emb_size_aint_in"]),
+        emb_size_aint_out=int(attrs["emb_size_aint_out"]),
+        emb_size_rbf=int(attrs["emb_size_rbf"]),
+        emb_size_cbf=int(attrs["emb_size_cbf"]),
+        emb_size_sbf=int(attrs["emb_size_sbf"]),
+        num_before_skip=int(attrs["num_before_skip"]),
+        num_after_skip=int(attrs["num_after_skip"]),
+        num_concat=int(attrs["num_concat"]),
+        num_atom=int(attrs["num_atom"]),
+        num_output_afteratom=int(attrs["num_output_afteratom"]),
+        num_atom_emb_layers=int(attrs.get("num_atom_emb_layers", 0)),
+        num_global_out_layers=int(attrs.get("num_global_out_layers", 2)),
+        regress_forces=bool(attrs.get("regress_forces", True)),
+        direct_forces=bool(attrs.get("direct_forces", False)),
+        cutoff=cutoffs[0],
+        cutoff_qint=cutoffs[1],
+        cutoff_aeaint=cutoffs[2],
+        cutoff_aint=cutoffs[3],
+        envelope_exponent=int(envelope.get("exponent", 5)),
+        sbf_name=str(sbf["name"]).lower(),
+        extensive=bool(attrs.get("extensive", True)),
+        quad_interaction=quad,
+        atom_edge_interaction=a2e,
+        edge_atom_interaction=e2a,
+        atom_interaction=aint,
+        num_elements=int(attrs.get("num_elements", 83)),
+    )
+    graph = GemNetOCGraph(
+        cutoff=cutoff,
+        cutoff_qint=attrs.get("cutoff_qint"),
+        cutoff_aeaint=attrs.get("cutoff_aeaint"),
+        cutoff_aint=attrs.get("cutoff_aint"),
+        max_neighbors=max_neighbors,
+        max_neighbors_qint=attrs.get("max_neighbors_qint"),
+        max_neighbors_aeaint=attrs.get("max_neighbors_aeaint"),
+        max_neighbors_aint=attrs.get("max_neighbors_aint"),
+        quad_interaction=quad,
+        atom_edge_interaction=a2e,
+        edge_atom_interaction=e2a,
+        atom_interaction=aint,
+        qint_tags=attrs.get("qint_tags"),
+        enforce_max_neighbors_strictly=bool(attrs.get("enforce_max_neighbors_strictly", True)),
+    )
+    return core, graph
+
+
+__all__ = ["GemNetOCCore", "build_gemnet_oc"]

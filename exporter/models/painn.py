@@ -1,0 +1,303 @@
+"""PaiNN rewrite: pure torch, scriptable, exportable to ONNX.
+
+Reference: ``fairchem/core/models/painn/painn.py`` (fairchem-core 1.10). The
+module tree and ``state_dict`` keys are the reference's (``atom_emb``,
+``radial_basis``, ``message_layers.{i}``, ``update_layers.{i}``,
+``upd_out_scalar_scale_{i}``, ``out_energy``, ``out_forces``), so a reference
+``state_dict`` loads key for key.
+
+Shapes: N atoms, E edges, B structures, H hidden channels, R radial basis
+functions. Scalar features ``x`` are (N, H), vector features ``vec`` (N, 3, H).
+Messages flow from ``edge_index[0]`` (source j) into ``edge_index[1]``
+(target i), summed with ``index_add_``.
+"""
+
+from typing import Dict, Final, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ocpdeploy.runtime.graph_painn import PaiNNGraph
+from ocpdeploy.runtime.keys import CELL_OFFSETS, EDGE_INDEX
+
+from .layers import RadialBasis, ScaledSiLU, ScaleFactor, check_radial_options, inv_sqrt
+
+# Distances closer than this to zero are replaced by it before dividing
+# (reference: ``torch.isclose(d, 0, atol=1e-6)`` then ``d = 1e-6``).
+MIN_DISTANCE: float = 1.0e-6
+# Added under the square root of the vector norm in the update layer.
+NORM_EPSILON: float = 1.0e-8
+
+PAINN_DEFAULTS: Dict[str, object] = {
+    "hidden_channels": 512,
+    "num_layers": 6,
+    "num_rbf": 128,
+    "cutoff": 12.0,
+    "max_neighbors": 50,
+    "rbf": {"name": "gaussian"},
+    "envelope": {"name": "polynomial", "exponent": 5},
+    "regress_forces": True,
+    "direct_forces": True,
+    "use_pbc": True,
+    "use_pbc_single": False,
+    "otf_graph": True,
+    "num_elements": 83,
+    "scale_file": None,
+}
+
+
+def edge_geometry(
+    positions: Tensor, cell: Tensor, batch: Tensor, edge_index: Tensor, cell_offsets: Tensor
+) -> Tuple[Tensor, Tensor]:
+    """Edge vectors and lengths, differentiable in positions and cell.
+
+    Returns ``vector`` (E, 3) = ``positions[j] - positions[i] + cell_offsets @ cell[batch[i]]``
+    and ``distance`` (E,).
+    """
+    source = edge_index[0]
+    target = edge_index[1]
+    shift = torch.bmm(cell_offsets.unsqueeze(1), cell[batch[target]]).squeeze(1)  # (E, 3)
+    vector = positions[source] - positions[target] + shift
+    distance = torch.linalg.vector_norm(vector, dim=-1)
+    return vector, distance
+
+
+class AtomEmbedding(nn.Module):
+    """Embedding of ``Z - 1`` (elements 1..num_elements)."""
+
+    def __init__(self, emb_size: int, num_elements: int) -> None:
+        super().__init__()
+        self.embeddings = nn.Embedding(num_elements, emb_size)
+
+    def forward(self, atomic_numbers: Tensor) -> Tensor:
+        return self.embeddings(atomic_numbers - 1)
+
+
+class PaiNNMessage(nn.Module):
+    """Equivariant message from source j to target i, summed per target."""
+
+    hidden_channels: int
+    inv_sqrt_3: float
+    inv_sqrt_h: float
+
+    def __init__(self, hidden_channels: int, num_rbf: int) -> None:
+        super().__init__()
+        self.hidden_channels = hidden_channels
+        self.x_proj = nn.Sequential(
+            nn.Linear(hidden_channels, hidden_channels),
+            ScaledSiLU(),
+            nn.Linear(hidden_channels, hidden_channels * 3),
+        )
+        self.rbf_proj = nn.Linear(num_rbf, hidden_channels * 3)
+        self.inv_sqrt_3 = inv_sqrt(3.0)
+        self.inv_sqrt_h = inv_sqrt(float(hidden_channels))
+        self.x_layernorm = nn.LayerNorm(hidden_channels)
+
+    def forward(
+        self, x: Tensor, vec: Tensor, edge_index: Tensor, edge_rbf: Tensor, edge_unit: Tensor
+    ) -> Tuple[Tensor, Tensor]:
+        source = edge_index[0]
+        target = edge_index[1]
+        xh = self.x_proj(self.x_layernorm(x))  # (N, 3H)
+        rbfh = self.rbf_proj(edge_rbf)  # (E, 3H)
+        a, b, c = torch.split(xh[source] * rbfh, self.hidden_channels, dim=-1)  # 3 x (E, H)
+        b = b * self.inv_sqrt_3
+        message_vec = vec[source] * b.unsqueeze(1) + c.unsqueeze(1) * edge_unit.unsqueeze(2)  # (E, 3, H)
+        message_vec = message_vec * self.inv_sqrt_h
+        dx = torch.zeros_like(x).index_add_(0, target, a)  # (N, H)
+        dvec = torch.zeros_like(vec).index_add_(0, target, message_vec)  # (N, 3, H)
+        return dx, dvec
+
+
+class PaiNNUpdate(nn.Module):
+    """Per-atom update mixing scalar and vector channels."""
+
+    hidden_channels: int
+    inv_sqrt_2: float
+    inv_sqrt_h: float
+    norm_epsilon: Final[float] = NORM_EPSILON
+
+    def __init__(self, hidden_channels: int) -> None:
+        super().__init__()
+        self.hidden_channels = hidden_channels
+        self.vec_proj = nn.Linear(hidden_channels, hidden_channels * 2, bias=False)
+        self.xvec_proj = nn.Sequential(
+            nn.Linear(hidden_channels * 2, hidden_channels),
+            ScaledSiLU(),
+            nn.Linear(hidden_channels, hidden_channels * 3),
+        )
+        self.inv_sqrt_2 = inv_sqrt(2.0)
+        self.inv_sqrt_h = inv_sqrt(float(hidden_channels))
+
+    def forward(self, x: Tensor, vec: Tensor) -> Tuple[Tensor, Tensor]:
+        vec1, vec2 = torch.split(self.vec_proj(vec), self.hidden_channels, dim=-1)  # (N, 3, H) each
+        vec_dot = (vec1 * vec2).sum(dim=1) * self.inv_sqrt_h  # (N, H)
+        vec2_norm = torch.sqrt(torch.sum(vec2**2, dim=-2) + self.norm_epsilon)  # (N, H)
+        x_vec_h = self.xvec_proj(torch.cat([x, vec2_norm], dim=-1))  # (N, 3H)
+        xvec1, xvec2, xvec3 = torch.split(x_vec_h, self.hidden_channels, dim=-1)
+        dx = (xvec1 + xvec2 * vec_dot) * self.inv_sqrt_2
+        dvec = xvec3.unsqueeze(1) * vec1
+        return dx, dvec
+
+
+class GatedEquivariantBlock(nn.Module):
+    """Gated equivariant block (Schütt et al. 2021) of the force head."""
+
+    out_channels: int
+
+    def __init__(self, hidden_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.out_channels = out_channels
+        self.vec1_proj = nn.Linear(hidden_channels, hidden_channels, bias=False)
+        self.vec2_proj = nn.Linear(hidden_channels, out_channels, bias=False)
+        self.update_net = nn.Sequential(
+            nn.Linear(hidden_channels * 2, hidden_channels),
+            ScaledSiLU(),
+            nn.Linear(hidden_channels, out_channels * 2),
+        )
+        self.act = ScaledSiLU()
+
+    def forward(self, x: Tensor, v: Tensor) -> Tuple[Tensor, Tensor]:
+        vec1 = torch.linalg.vector_norm(self.vec1_proj(v), dim=-2)  # (N, H)
+        vec2 = self.vec2_proj(v)  # (N, 3, out)
+        x, v = torch.split(self.update_net(torch.cat([x, vec1], dim=-1)), self.out_channels, dim=-1)
+        v = v.unsqueeze(1) * vec2
+        return self.act(x), v
+
+
+class PaiNNOutput(nn.Module):
+    """Direct force head: two gated equivariant blocks, (N, 3, H) -> (N, 3)."""
+
+    def __init__(self, hidden_channels: int) -> None:
+        super().__init__()
+        self.output_network = nn.ModuleList(
+            [GatedEquivariantBlock(hidden_channels, hidden_channels // 2), GatedEquivariantBlock(hidden_channels // 2, 1)]
+        )
+
+    def forward(self, x: Tensor, vec: Tensor) -> Tensor:
+        for layer in self.output_network:
+            x, vec = layer(x, vec)
+        return vec.squeeze(-1)
+
+
+class PaiNN(nn.Module):
+    """PaiNN energy (and direct-force) model on prepared graph tensors."""
+
+    hidden_channels: int
+    num_layers: int
+    direct_forces: bool
+    inv_sqrt_2: float
+    min_distance: Final[float] = MIN_DISTANCE
+    edge_index_key: Final[str] = EDGE_INDEX
+    cell_offsets_key: Final[str] = CELL_OFFSETS
+
+    def __init__(
+        self,
+        hidden_channels: int,
+        num_layers: int,
+        num_rbf: int,
+        cutoff: float,
+        rbf: Dict[str, str],
+        envelope: Dict[str, int],
+        direct_forces: bool,
+        num_elements: int,
+    ) -> None:
+        super().__init__()
+        self.hidden_channels = hidden_channels
+        self.num_layers = num_layers
+        self.direct_forces = direct_forces
+        self.inv_sqrt_2 = inv_sqrt(2.0)
+        self.atom_emb = AtomEmbedding(hidden_channels, num_elements)
+        self.radial_basis = RadialBasis(num_rbf, cutoff, rbf, envelope)
+        self.message_layers = nn.ModuleList([PaiNNMessage(hidden_channels, num_rbf) for _ in range(num_layers)])
+        self.update_layers = nn.ModuleList([PaiNNUpdate(hidden_channels) for _ in range(num_layers)])
+        for i in range(num_layers):
+            setattr(self, f"upd_out_scalar_scale_{i}", ScaleFactor(f"upd_out_scalar_scale_{i}"))
+        # The same ScaleFactor modules as a list the scripted loop can iterate;
+        # hidden from state_dict so the keys stay the reference's.
+        self.scales = nn.ModuleList([getattr(self, f"upd_out_scalar_scale_{i}") for i in range(num_layers)])
+        self._register_state_dict_hook(_drop_scale_aliases)
+        self._register_load_state_dict_pre_hook(_fill_scale_aliases)
+        self.out_energy = nn.Sequential(
+            nn.Linear(hidden_channels, hidden_channels // 2),
+            ScaledSiLU(),
+            nn.Linear(hidden_channels // 2, 1),
+        )
+        if direct_forces:
+            self.out_forces = PaiNNOutput(hidden_channels)
+        else:
+            self.out_forces = nn.Identity()
+
+    def forward(
+        self, positions: Tensor, cell: Tensor, atomic_numbers: Tensor, batch: Tensor, graph: Dict[str, Tensor]
+    ) -> Tuple[Tensor, Tensor]:
+        return self.energy_and_forces(positions, cell, atomic_numbers, batch, graph)
+
+    @torch.jit.export
+    def energy_and_forces(
+        self, positions: Tensor, cell: Tensor, atomic_numbers: Tensor, batch: Tensor, graph: Dict[str, Tensor]
+    ) -> Tuple[Tensor, Tensor]:
+        """Raw (normalised) energy (B,) and direct forces (N, 3) or (0, 3)."""
+        edge_index = graph[self.edge_index_key]
+        vector, distance = edge_geometry(positions, cell, batch, edge_index, graph[self.cell_offsets_key])
+        distance = torch.where(distance.abs() <= self.min_distance, torch.full_like(distance, self.min_distance), distance)
+        edge_unit = vector / distance[:, None]  # (E, 3)
+        edge_rbf = self.radial_basis(distance)  # (E, R)
+
+        x = self.atom_emb(atomic_numbers)  # (N, H)
+        vec = torch.zeros((x.shape[0], 3, x.shape[1]), dtype=x.dtype, device=x.device)  # (N, 3, H)
+        for message, update, scale in zip(self.message_layers, self.update_layers, self.scales):
+            dx, dvec = message(x, vec, edge_index, edge_rbf, edge_unit)
+            x = (x + dx) * self.inv_sqrt_2
+            vec = vec + dvec
+            dx, dvec = update(x, vec)
+            x = scale(x + dx)
+            vec = vec + dvec
+
+        per_atom_energy = self.out_energy(x).squeeze(1)  # (N,)
+        energy = torch.zeros(cell.shape[0], dtype=x.dtype, device=x.device).index_add_(0, batch, per_atom_energy)
+        if self.direct_forces:
+            forces = self.out_forces(x, vec)
+        else:
+            forces = torch.zeros((0, 3), dtype=x.dtype, device=x.device)
+        return energy, forces
+
+
+SCALE_ALIAS_PREFIX: str = "scales."
+
+
+def _drop_scale_aliases(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix + SCALE_ALIAS_PREFIX)]:
+        del state_dict[key]
+
+
+def _fill_scale_aliases(state_dict: dict, prefix: str, *args) -> None:
+    i = 0
+    while prefix + f"upd_out_scalar_scale_{i}.scale_factor" in state_dict:
+        state_dict[prefix + f"{SCALE_ALIAS_PREFIX}{i}.scale_factor"] = state_dict[prefix + f"upd_out_scalar_scale_{i}.scale_factor"]
+        i += 1
+
+
+def build_painn(model_attributes: dict) -> Tuple[PaiNN, PaiNNGraph]:
+    """PaiNN core and graph from ``config["model_attributes"]``."""
+    unknown = set(model_attributes) - set(PAINN_DEFAULTS) - {"name"}
+    if unknown:
+        raise ValueError(f"unsupported PaiNN model_attributes {sorted(unknown)}; known: {sorted(PAINN_DEFAULTS)}")
+    attributes = dict(PAINN_DEFAULTS)
+    attributes.update({k: v for k, v in model_attributes.items() if k != "name"})
+    rbf = dict(attributes["rbf"] or {"name": "gaussian"})
+    envelope = dict(attributes["envelope"] or {"name": "polynomial", "exponent": 5})
+    check_radial_options(rbf, envelope)
+    direct = bool(attributes["regress_forces"]) and bool(attributes["direct_forces"])
+    core = PaiNN(
+        hidden_channels=int(attributes["hidden_channels"]),
+        num_layers=int(attributes["num_layers"]),
+        num_rbf=int(attributes["num_rbf"]),
+        cutoff=float(attributes["cutoff"]),
+        rbf={"name": "gaussian"},
+        envelope={"exponent": int(envelope.get("exponent", 5))},
+        direct_forces=direct,
+        num_elements=int(attributes["num_elements"]),
+    )
+    graph = PaiNNGraph(cutoff=float(attributes["cutoff"]), max_neighbors=int(attributes["max_neighbors"]))
+    return core, graph

@@ -1,0 +1,10 @@
+"""ocp-deploy runtime: graph construction, artifact loading, inference, ASE calculator.
+
+Never imports the exporter: artifacts are self-describing.
+"""
+
+from .calculator import DeployedCalculator
+from .metadata import ArtifactError
+from .model import DeployedModel, OnnxModel, TorchScriptModel, load_model
+
+__all__ = ["ArtifactError", "DeployedCalculator", "DeployedModel", "OnnxModel", "TorchScriptModel", "load_model"]

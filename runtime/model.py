@@ -1,0 +1,230 @@
+"""Load an artifact and run it: ``load_model(path, device)``.
+
+Two backends behind one interface (``DeployedModel``):
+
+* ``TorchScriptModel``: ``torch.jit.load``; the artifact builds its own graph.
+* ``OnnxModel``: ONNX Runtime; this runtime builds the graph with the same
+  scriptable module the TorchScript artifacts embed, then runs the session
+  with IO binding (inputs and outputs stay on the session's device; on CUDA
+  no host round trip between graph construction and the model).
+
+``predict(atoms)`` returns ``{"energy": float (eV), "forces": (N,3) float64
+(eV/A)}`` plus ``"stress"`` (3,3) for conservative artifacts on fully
+periodic structures; ``predict_many(list, batch_size)`` batches structures
+into one call each ``batch_size`` and returns the same per structure.
+"""
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from .graphs import build_graph
+from .keys import ENERGY, FORCES, FORCES_DIRECT, METADATA_FILE, STRESS
+from .metadata import ArtifactError, check_metadata, from_onnx_props
+from .structures import atoms_to_arrays, stack_structures
+from .validate import check_structure
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _device(device: str) -> torch.device:
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{device}' requested but torch sees no CUDA device")
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:k]', got '{device}'")
+    return resolved
+
+
+class DeployedModel:
+    """Common interface; subclasses implement ``_run`` on stacked tensors."""
+
+    path: str
+    metadata: Dict[str, Any]
+    device: torch.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPES[self.metadata["dtype"]]
+
+    @property
+    def forces_mode(self) -> str:
+        return self.metadata["forces"]
+
+    @property
+    def has_stress(self) -> bool:
+        return STRESS in self.metadata["outputs"]
+
+    def _tensors(self, stacked: Dict[str, np.ndarray]) -> Dict[str, torch.Tensor]:
+        return {
+            "positions": torch.as_tensor(stacked["positions"], dtype=self.dtype, device=self.device),
+            "atomic_numbers": torch.as_tensor(stacked["atomic_numbers"], dtype=torch.long, device=self.device),
+            "cell": torch.as_tensor(stacked["cell"], dtype=self.dtype, device=self.device),
+            "pbc": torch.as_tensor(stacked["pbc"], dtype=torch.bool, device=self.device),
+            "tags": torch.as_tensor(stacked["tags"], dtype=torch.long, device=self.device),
+            "natoms": torch.as_tensor(stacked["natoms"], dtype=torch.long, device=self.device),
+        }
+
+    def _check(self, structure: Dict[str, np.ndarray], index: int) -> None:
+        try:
+            check_structure(
+                torch.as_tensor(structure["positions"]),
+                torch.as_tensor(structure["atomic_numbers"]),
+                torch.as_tensor(structure["cell"]),
+                torch.as_tensor(structure["pbc"]),
+                torch.as_tensor(structure["tags"]),
+                int(self.metadata["min_atomic_number"]),
+                int(self.metadata["max_atomic_number"]),
+            )
+        except ValueError as error:
+            prefix = f"structure {index}: " if index >= 0 else ""
+            raise ValueError(prefix + str(error)) from None
+
+    def _run(self, tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _split(self, outputs: Dict[str, torch.Tensor], structures: List[Dict[str, np.ndarray]]) -> List[Dict[str, Any]]:
+        energy = outputs[ENERGY].detach().to("cpu", torch.float64).numpy()
+        forces = outputs[FORCES].detach().to("cpu", torch.float64).numpy()
+        stress = outputs[STRESS].detach().to("cpu", torch.float64).numpy() if STRESS in outputs else None
+        results = []
+        first = 0
+        for b, structure in enumerate(structures):
+            n = len(structure["atomic_numbers"])
+            result: Dict[str, Any] = {"energy": float(energy[b]), "forces": forces[first : first + n].copy()}
+            if stress is not None and bool(np.all(structure["pbc"])):
+                result["stress"] = stress[b].copy()
+            results.append(result)
+            first += n
+        return results
+
+    def predict(self, atoms: Atoms) -> Dict[str, Any]:
+        """Energy (eV), forces (N,3) eV/A [and stress (3,3) eV/A^3] of one structure."""
+        structure = atoms_to_arrays(atoms)
+        self._check(structure, -1)
+        return self._split(self._run(self._tensors(stack_structures([structure]))), [structure])[0]
+
+    def predict_many(self, atoms_list: List[Atoms], batch_size: int = 16) -> List[Dict[str, Any]]:
+        """``predict`` for many structures, ``batch_size`` structures per model call."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        structures = [atoms_to_arrays(atoms) for atoms in atoms_list]
+        for index, structure in enumerate(structures):
+            self._check(structure, index)
+        results: List[Dict[str, Any]] = []
+        for start in range(0, len(structures), batch_size):
+            chunk = structures[start : start + batch_size]
+            results.extend(self._split(self._run(self._tensors(stack_structures(chunk))), chunk))
+        return results
+
+
+class TorchScriptModel(DeployedModel):
+    """A TorchScript artifact (``.pt``) run with ``torch.jit.load``."""
+
+    def __init__(self, path: str, device: str = "cpu") -> None:
+        self.path = path
+        self.device = _device(device)
+        extra = {METADATA_FILE: ""}
+        try:
+            self.module = torch.jit.load(path, map_location=self.device, _extra_files=extra)
+        except RuntimeError as error:
+            raise ArtifactError(f"{path}: not a TorchScript artifact ({str(error).strip().splitlines()[0][:200]})") from None
+        if not extra[METADATA_FILE]:
+            raise ArtifactError(f"{path}: TorchScript file has no {METADATA_FILE}; not exported by ocp-deploy")
+        self.metadata = check_metadata(json.loads(extra[METADATA_FILE]), path)
+        self.module.eval()
+
+    def _run(self, tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        arguments = (
+            tensors["positions"],
+            tensors["atomic_numbers"],
+            tensors["cell"],
+            tensors["pbc"],
+            tensors["tags"],
+            tensors["natoms"],
+        )
+        if self.forces_mode == FORCES_DIRECT:
+            with torch.no_grad():
+                return self.module.forward_batch(*arguments)
+        return self.module.forward_batch(*arguments)
+
+
+class OnnxModel(DeployedModel):
+    """An ONNX artifact run with ONNX Runtime (CPU or CUDA provider) and IO binding."""
+
+    def __init__(self, path: str, device: str = "cpu", threads: Optional[int] = None) -> None:
+        import onnxruntime
+
+        self.path = path
+        self.device = _device(device)
+        options = onnxruntime.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        if self.device.type == "cuda":
+            if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+                raise RuntimeError("device 'cuda' requested but this onnxruntime has no CUDAExecutionProvider")
+            providers: List[Any] = [("CUDAExecutionProvider", {"device_id": self.device.index or 0}), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        try:
+            self.session = onnxruntime.InferenceSession(path, options, providers=providers)
+        except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise ArtifactError(f"{path}: not a loadable ONNX model ({str(error).strip().splitlines()[0][:200]})") from None
+        props = dict(self.session.get_modelmeta().custom_metadata_map)
+        if not props:
+            raise ArtifactError(f"{path}: ONNX model has no metadata_props; not exported by ocp-deploy")
+        self.metadata = check_metadata(from_onnx_props(props), path)
+        self.graph = build_graph(self.metadata["model_kind"], self.metadata["graph"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _run(self, tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        with torch.no_grad():
+            positions = tensors["positions"]
+            batch = torch.repeat_interleave(torch.arange(tensors["natoms"].shape[0], device=self.device), tensors["natoms"])
+            graph = self.graph(positions, tensors["cell"], tensors["pbc"], tensors["natoms"], tensors["tags"])
+        feeds = {
+            "positions": positions,
+            "cell": tensors["cell"],
+            "atomic_numbers": tensors["atomic_numbers"],
+            "batch": batch,
+            **graph,
+        }
+        return self._run_bound({name: feeds[name].contiguous() for name in self.input_names})
+
+    def _run_bound(self, feeds: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Run with IO binding: inputs are read from, outputs left on, the tensors' device."""
+        binding = self.session.io_binding()
+        device_type = self.device.type
+        device_id = self.device.index or 0
+        for name, tensor in feeds.items():
+            binding.bind_input(
+                name, device_type, device_id, _NUMPY_TYPES[tensor.dtype], list(tensor.shape), tensor.data_ptr()
+            )
+        for name in self.output_names:
+            binding.bind_output(name, device_type, device_id)
+        self.session.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        return {
+            name: torch.from_dlpack(value.to_dlpack()) if device_type == "cuda" else torch.from_numpy(value.numpy())
+            for name, value in zip(self.output_names, outputs)
+        }
+
+
+_NUMPY_TYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.int64: np.int64, torch.bool: np.bool_}
+
+
+def load_model(path: str, device: str = "cpu", threads: Optional[int] = None) -> DeployedModel:
+    """Load a ``.pt`` (TorchScript) or ``.onnx`` artifact."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"artifact not found: {path}")
+    if file.suffix == ".onnx":
+        return OnnxModel(str(file), device=device, threads=threads)
+    if file.suffix == ".pt":
+        return TorchScriptModel(str(file), device=device)
+    raise ArtifactError(f"{path}: unknown artifact type '{file.suffix}' (expected .pt or .onnx)")
