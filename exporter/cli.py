@@ -61,7 +61,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     except click.ClickException as error:
         error.show()
         sys.exit(error.exit_code)
-    except (ValueError, RuntimeError, FileNotFoundError, OSError) as error:
+    except Exception as error:  # noqa: BLE001 - every failure is one line, never a traceback
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         click.echo(f"export-model: error: {message}", err=True)
         sys.exit(EXIT_FAILURE)

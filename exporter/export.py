@@ -128,6 +128,25 @@ def _verify(path: str, physical: PhysicalModel, graph: nn.Module, dtype_name: st
     return ExportResult(path, model.metadata, energy_error, forces_error)
 
 
+def _example_batch(graph: nn.Module, dtype: torch.dtype):
+    """Two copies of the probe (the second shifted) as ONNX example inputs.
+
+    Two structures, so that no traced size is 1 (the symbolic tracer would
+    specialise it); graph tensors are prepared by ``graph``.
+    """
+    probe = probe_tensors(dtype)
+    num_atoms = probe["positions"].shape[0]
+    positions = torch.cat([probe["positions"], probe["positions"] + 0.5])
+    cell = torch.stack([probe["cell"], probe["cell"]])
+    pbc = torch.stack([probe["pbc"], probe["pbc"]])
+    natoms = torch.tensor([num_atoms, num_atoms])
+    tags = torch.cat([probe["tags"], probe["tags"]])
+    numbers = torch.cat([probe["atomic_numbers"], probe["atomic_numbers"]])
+    batch = torch.repeat_interleave(torch.arange(2), natoms)
+    prepared = graph(positions, cell, pbc, natoms, tags)
+    return (positions, cell, numbers, batch) + tuple(prepared[name] for name in graph.input_names)
+
+
 def export_checkpoint(
     checkpoint_path: str,
     output: str,
@@ -141,6 +160,8 @@ def export_checkpoint(
         raise ValueError(f"unknown format '{format}'; choose one of {', '.join(FORMATS)}")
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype '{dtype}'; choose float32 or float64")
+    if format == "onnx" and dtype == "float64":
+        raise ValueError("float64 ONNX export is not supported yet (the exported graph loses float64 precision); use --format torchscript for float64")
     checkpoint = read_checkpoint(checkpoint_path)
     core, graph = build_rewrite(checkpoint)
     core = core.to(DTYPES[dtype])
@@ -159,12 +180,7 @@ def export_checkpoint(
         deployed = DeployedModel(physical, graph, metadata["min_atomic_number"], metadata["max_atomic_number"], DTYPES[dtype])
         write_torchscript(deployed, metadata, output)
     else:
-        probe = probe_tensors(DTYPES[dtype])
-        num_atoms = probe["positions"].shape[0]
-        cell = probe["cell"].unsqueeze(0)
-        prepared = graph(probe["positions"], cell, probe["pbc"].unsqueeze(0), torch.tensor([num_atoms]), probe["tags"])
-        example = (probe["positions"], cell, probe["atomic_numbers"], torch.zeros(num_atoms, dtype=torch.long))
-        example = example + tuple(prepared[name] for name in graph.input_names)
+        example = _example_batch(graph, DTYPES[dtype])
         write_onnx(physical, list(graph.input_names), example, metadata, output)
     if not verify:
         return ExportResult(output, metadata)

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Tuple
 
 import onnx
 import torch
+import torch.fx.experimental._config
 from torch import Tensor, nn
 
 from ocpdeploy.runtime.keys import ATOMIC_NUMBERS, BATCH, CELL, ENERGY, FORCES, FORCES_CONSERVATIVE, FORCES_DIRECT, POSITIONS, STRESS
@@ -75,7 +76,12 @@ def _capture_backward(physical: PhysicalModel, graph_names: List[str], output_na
         )
         return tuple(outputs[name] for name in output_names)
 
-    traced = make_fx(run, tracing_mode="symbolic", decomposition_table=core_aten_decompositions())([state[n] for n in names], *example)
+    # No duck shaping: graph sizes that happen to be equal in the example
+    # (or equal to a weight dimension) must stay independent symbols.
+    with torch.fx.experimental._config.patch(use_duck_shape=False):
+        traced = make_fx(run, tracing_mode="symbolic", decomposition_table=core_aten_decompositions())(
+            [state[n] for n in names], *example
+        )
     return _TracedWithWeights(traced, [state[n] for n in names])
 
 

@@ -34,7 +34,10 @@ Graphs
   whose source or target tag is in ``qint_tags``.
 * only ``main`` is symmetrised: per structure ``[kept edges][their flips]``,
   an edge kept when ``s < t`` or ``s == t`` with a lexicographically negative
-  offset; ``id_swap`` maps each edge to its counter edge.
+  offset; ``id_swap`` maps each edge to its counter edge. The symmetrised
+  edges are then stably sorted by target atom (so, unlike the reference, the
+  main graph is sorted by ``t`` too); ``id_swap`` and every index set below
+  use the sorted edge ids.
 
 Index sets (reference names in brackets)
 ----------------------------------------
@@ -54,6 +57,19 @@ Index sets (reference names in brackets)
 Every ``*_out`` list is sorted; within a group, inputs are ordered by source
 atom as in the reference's SparseTensor (order among equal source atoms may
 differ from the reference, which only changes float summation order).
+
+Aggregation destinations
+------------------------
+Every index the core uses as the destination of an ``index_add`` is
+non-decreasing (ONNX Runtime's CPU ScatterND with add reduction is only
+deterministic with more than one thread for sorted indices):
+``main_edge_index[1]`` (atom update, output blocks, direct forces),
+``trip_e2e_out``, ``trip_a2e_out``, ``trip_e2a_out``, ``quad_out``,
+``a2ee2a_edge_index[1]`` (edge-to-atom second sum) and ``a2a_edge_index[1]``
+(pair interaction). The radius graph and its sub-selections are sorted by
+target by construction. Gather-only indices (sources, ``*_in``,
+``quad_trip_*``, ``*_to_quad``, ``id_swap``) are not sorted; their backward
+(gradient forces) scatters over them.
 """
 
 from typing import Dict, Final, List, Optional, Tuple
@@ -254,6 +270,7 @@ class GemNetOCGraph(nn.Module):
                 "enforce_max_neighbors_strictly=False is not supported: only the strict "
                 "max-neighbour cap (the OCP default) is implemented"
             )
+        self.enforce_max_neighbors_strictly = True
         (
             self.cutoff,
             self.cutoff_qint,
@@ -349,6 +366,20 @@ class GemNetOCGraph(nn.Module):
         id_swap[position] = position_flip
         id_swap[position_flip] = position
         return torch.stack([new_source, new_target], dim=0), new_offsets, id_swap
+
+    def _sort_by_target(self, edge_index: Tensor, cell_offsets: Tensor,
+                        id_swap: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Stable permutation of the symmetrised edges by target atom.
+
+        ``[kept][flips]`` per structure becomes ascending in ``edge_index[1]``
+        (atoms of a structure are contiguous, so structures stay in order;
+        ties keep their symmetrised order). ``id_swap`` is remapped to the new
+        edge ids: ``new_id_swap = inverse[id_swap[perm]]``.
+        """
+        perm = torch.sort(edge_index[1], stable=True).indices
+        inverse = torch.empty_like(perm)
+        inverse[perm] = torch.arange(perm.shape[0], dtype=perm.dtype, device=perm.device)
+        return edge_index[:, perm], cell_offsets[perm], inverse[id_swap[perm]]
 
     # ----------------------------------------------------------------- indices
     def _triplets(self, edge_index: Tensor, num_atoms: int) -> Tuple[Tensor, Tensor]:
@@ -496,6 +527,12 @@ class GemNetOCGraph(nn.Module):
         main_index, main_offsets, id_swap = self._symmetrize(
             main_index, main_offsets, batch[main_index[1]], num_structures
         )
+        # Sort the main edges by target before any index set refers to them,
+        # so that every aggregation destination is non-decreasing (ScatterND
+        # with add reduction in ONNX Runtime CPU is only deterministic for
+        # sorted indices). id_swap is remapped; the triplet/quadruplet lists
+        # below are built on the sorted edge ids.
+        main_index, main_offsets, id_swap = self._sort_by_target(main_index, main_offsets, id_swap)
         out["main_edge_index"] = main_index
         out["main_cell_offsets"] = main_offsets
         out["id_swap"] = id_swap

@@ -29,6 +29,7 @@ from .structures import atoms_to_arrays, stack_structures
 from .validate import check_structure
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+SAFE_ONNX_CPU_THREADS = 1
 
 
 def _device(device: str) -> torch.device:
@@ -162,7 +163,17 @@ class OnnxModel(DeployedModel):
         self.path = path
         self.device = _device(device)
         options = onnxruntime.SessionOptions()
-        if threads is not None:
+        if self.device.type == "cpu":
+            # ONNX Runtime's CPU ScatterND with add reduction is not race-free
+            # with more than one intra-op thread (wrong sums on unsorted
+            # indices, run-to-run round-off on sorted ones): pin it to one.
+            if threads is not None and threads > SAFE_ONNX_CPU_THREADS:
+                raise ValueError(
+                    f"threads={threads}: ONNX Runtime CPU aggregation (ScatterND add) races with more than "
+                    f"{SAFE_ONNX_CPU_THREADS} intra-op thread; use the TorchScript artifact for multi-threaded CPU inference"
+                )
+            options.intra_op_num_threads = SAFE_ONNX_CPU_THREADS
+        elif threads is not None:
             options.intra_op_num_threads = threads
         if self.device.type == "cuda":
             if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():

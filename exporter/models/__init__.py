@@ -35,9 +35,11 @@ from typing import Callable, Dict, Tuple
 
 from torch import nn
 
+from .gemnet_oc import build_gemnet_oc
 from .painn import build_painn
 
 REWRITES: Dict[str, Callable[[dict], Tuple[nn.Module, nn.Module]]] = {
+    "gemnet_oc": build_gemnet_oc,
     "painn": build_painn,
 }
 
