@@ -1,0 +1,116 @@
+"""Measured max errors vs the fairchem-core 1.10.0 fixtures and latency of one energy+forces call.
+
+    python benchmarks/parity_and_latency.py [--threads 2]
+
+Errors: eager rewrite, TorchScript and ONNX artifacts on v1..v4 of
+tests/data (float32). Latency: median of repeats after warm-up on a ~100-atom
+Cu(111) slab with a CO adsorbate, graph construction included, for the
+fixture checkpoints and a PaiNN of the published width (h512, 6 layers).
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.build import add_adsorbate, fcc111
+from ase.io import read
+
+from ocpdeploy.exporter import export_checkpoint
+from ocpdeploy.exporter.checkpoint import load_rewrite
+from ocpdeploy.exporter.deployed import PhysicalModel
+from ocpdeploy.runtime import load_model
+from ocpdeploy.runtime.structures import atoms_to_arrays
+
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+REPEATS = 5
+
+
+def eager_predict(physical, graph, atoms):
+    arrays = atoms_to_arrays(atoms)
+    positions = torch.tensor(arrays["positions"], dtype=torch.float32)
+    cell = torch.tensor(arrays["cell"], dtype=torch.float32).unsqueeze(0)
+    natoms = torch.tensor([len(atoms)])
+    tags = torch.tensor(arrays["tags"])
+    with torch.no_grad():
+        prepared = graph(positions, cell, torch.tensor(arrays["pbc"]).unsqueeze(0), natoms, tags)
+        out = physical(positions, cell, torch.tensor(arrays["atomic_numbers"]), torch.zeros(len(atoms), dtype=torch.long), prepared)
+    return {"energy": float(out["energy"][0]), "forces": out["forces"].double().numpy()}
+
+
+def slab_100():
+    atoms = fcc111("Cu", size=(4, 4, 6), vacuum=10.0, a=3.61)
+    atoms.set_tags([0] * 64 + [1] * 32)
+    add_adsorbate(atoms, "C", 1.85, "ontop")
+    add_adsorbate(atoms, "O", 3.0, "ontop")
+    atoms.positions += np.random.default_rng(0).normal(scale=0.03, size=atoms.positions.shape)
+    return atoms
+
+
+def median_time(fn):
+    fn()
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=2)
+    torch.set_num_threads(parser.parse_args().threads)
+    work = Path(tempfile.mkdtemp())
+    checkpoints = {name: DATA / "checkpoints" / f"{name}.pt" for name in ("painn_tiny", "gemnet_oc_tiny", "gemnet_oc_tiny_grad")}
+    big = work / "painn_h512.pt"
+    subprocess.run(["python", "-c", f"""
+import sys; sys.argv=['x']
+sys.path.insert(0, {str(Path(__file__).resolve().parent.parent / 'examples')!r})
+from quickstart import write_checkpoint
+write_checkpoint('painn', {{'hidden_channels': 512, 'num_layers': 6, 'num_rbf': 128, 'cutoff': 12.0, 'max_neighbors': 50}}, __import__('pathlib').Path({str(big)!r}))
+"""], check=True)
+    checkpoints["painn_h512 (random)"] = big
+    slab = slab_100()
+    print(f"slab: {len(slab)} atoms; torch threads {torch.get_num_threads()}")
+    for name, path in checkpoints.items():
+        core, graph, ckpt = load_rewrite(str(path))
+        core.requires_grad_(False)
+        n = ckpt.normalizers
+        mode = "direct" if core.direct_forces else "gradient"
+        physical = PhysicalModel(core, mode, n.energy_mean, n.energy_std, n.forces_mean, n.forces_std)
+        models = {"eager": None}
+        for fmt, suffix in (("torchscript", ".pt"), ("onnx", ".onnx")):
+            out = work / f"{path.stem}{suffix}"
+            export_checkpoint(str(path), str(out), format=fmt)
+            models[fmt] = load_model(str(out))
+
+        def predict(kind, atoms):
+            if kind == "eager":
+                if mode == "direct":
+                    return eager_predict(physical, graph, atoms)
+                return None
+            return models[kind].predict(atoms)
+
+        if "random" not in name:
+            reference = dict(np.load(DATA / "reference" / f"{name}.npz"))
+            for kind in models:
+                if kind == "eager" and mode != "direct":
+                    continue
+                de = max(abs(predict(kind, read(DATA / "structures" / f"{s}.extxyz"))["energy"] - reference[f"{s}/energy"][0]) for s in ("v1", "v2", "v3", "v4"))
+                df = max(float(np.abs(predict(kind, read(DATA / "structures" / f"{s}.extxyz"))["forces"] - reference[f"{s}/forces"]).max()) for s in ("v1", "v2", "v3", "v4"))
+                print(f"{name:<22} {kind:<12} max|dE| {de:.2e} eV   max|dF| {df:.2e} eV/A")
+        for kind in models:
+            if kind == "eager" and mode != "direct":
+                continue
+            seconds = median_time(lambda: predict(kind, slab))
+            print(f"{name:<22} {kind:<12} {1000 * seconds:9.1f} ms per energy+forces call ({len(slab)}-atom slab)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,519 @@
+"""Helpers for the C++ host tests (md_host, lmp_ocp) and examples.
+
+* ``write_standin_artifact``: a TorchScript artifact that follows the
+  ocp-deploy contract exactly (``forward``, optional ``forward_candidates``,
+  ``metadata.json``) but evaluates a smooth Morse pair potential with a cosine
+  cutoff. Forces and stress come from ``torch.autograd.grad`` inside
+  ``forward``, so with ``forces="conservative"`` it is a genuinely
+  conservative model - the right one for energy-drift tests - and it lets the
+  hosts be developed and tested without the real exporter.
+* ``build_hosts``: configure + build ``cpp_demo`` once (CMake + LibTorch from
+  the torch wheel; ``lmp_ocp`` when LAMMPS is installed).
+* ``python_predict``: the Python-side reference (``ocpdeploy.runtime`` when it
+  exists, else the artifact called through ``torch.jit.load``).
+* ``write_lammps_data`` / ``lammps_cell``: LAMMPS ``atomic`` data files
+  (cell rotated to LAMMPS's lower-triangular form).
+"""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ocpdeploy.runtime.radius_graph import radius_graph_pbc
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CPP_SOURCE = REPO_ROOT / "cpp_demo"
+
+FORMAT_NAME = "ocp-deploy"
+FORMAT_VERSION = 1
+METADATA_FILE = "metadata.json"
+
+# Morse parameters of the stand-in (copper-like: well depth eV, width 1/A,
+# equilibrium distance A) and its cutoff (A).
+MORSE_DEPTH = 0.3429
+MORSE_ALPHA = 1.3588
+MORSE_R0 = 2.866
+STANDIN_CUTOFF = 5.0
+# Per-element scale of the well depth, 1 + ELEMENT_DEPTH_SLOPE * Z, and per
+# element reference energy ELEMENT_REFERENCE_ENERGY * Z (eV): makes the
+# element mapping of the hosts matter for the result.
+ELEMENT_DEPTH_SLOPE = 0.002
+ELEMENT_REFERENCE_ENERGY = -0.01
+STANDIN_MAX_Z = 100
+# amu * (A/fs)^2 in eV (CODATA 2018): 1.66053906660e-27 kg * 1e10 m^2/s^2 / 1.602176634e-19 J.
+MASS_VELOCITY_SQUARED_TO_EV = 1.66053906660e-27 * 1.0e10 / 1.602176634e-19
+# Pairs closer than this (squared, A^2) are an atom and itself.
+SELF_DISTANCE_SQ = 1.0e-4
+
+
+class _StandInPotential(torch.nn.Module):
+    """Morse pair potential behind the ocp-deploy artifact interface."""
+
+    def __init__(self, dtype: torch.dtype, cutoff: float, min_z: int, max_z: int, conservative: bool):
+        super().__init__()
+        self.conservative = conservative
+        self.cutoff = cutoff
+        self.min_z = min_z
+        self.max_z = max_z
+        self.float_dtype = dtype
+        self.depth = MORSE_DEPTH
+        self.alpha = MORSE_ALPHA
+        self.r0 = MORSE_R0
+        self.self_distance_sq = SELF_DISTANCE_SQ
+        numbers = torch.arange(STANDIN_MAX_Z + 1, dtype=dtype)
+        self.register_buffer("depth_scale", 1.0 + ELEMENT_DEPTH_SLOPE * numbers)
+        self.register_buffer("reference_energy", ELEMENT_REFERENCE_ENERGY * numbers)
+
+    def _validate(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor, pbc: Tensor, tags: Tensor):
+        if positions.dim() != 2 or positions.shape[1] != 3:
+            raise ValueError("positions must have shape (N, 3)")
+        n = positions.shape[0]
+        if atomic_numbers.dim() != 1 or atomic_numbers.shape[0] != n:
+            raise ValueError("atomic_numbers must have shape (N,)")
+        if tags.dim() != 1 or tags.shape[0] != n:
+            raise ValueError("tags must have shape (N,)")
+        if cell.dim() != 2 or cell.shape[0] != 3 or cell.shape[1] != 3:
+            raise ValueError("cell must have shape (3, 3)")
+        if pbc.dim() != 1 or pbc.shape[0] != 3:
+            raise ValueError("pbc must have shape (3,)")
+        if n > 0:
+            if int(atomic_numbers.min()) < self.min_z or int(atomic_numbers.max()) > self.max_z:
+                raise ValueError("atomic number outside the model's range")
+
+    def _pair_energy(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor,
+                     edge_index: Tensor, cell_offsets: Tensor) -> Tensor:
+        neighbour = edge_index[0]
+        centre = edge_index[1]
+        vectors = positions[neighbour] - positions[centre] + cell_offsets.to(positions.dtype) @ cell
+        distance = torch.sqrt((vectors * vectors).sum(dim=1))
+        switch = 0.5 * (torch.cos(math.pi * distance / self.cutoff) + 1.0)
+        depth = self.depth * torch.sqrt(
+            self.depth_scale[atomic_numbers[neighbour]] * self.depth_scale[atomic_numbers[centre]]
+        )
+        decay = torch.exp(-self.alpha * (distance - self.r0))
+        pair = depth * (decay * decay - 2.0 * decay) * switch
+        # Full (directed) edge list: every pair appears twice.
+        return 0.5 * pair.sum() + self.reference_energy[atomic_numbers].sum()
+
+    def _keep_within_cutoff(self, positions: Tensor, cell: Tensor, edge_index: Tensor,
+                            cell_offsets: Tensor) -> Tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            vectors = (positions[edge_index[0]] - positions[edge_index[1]]
+                       + cell_offsets.to(positions.dtype) @ cell)
+            distance_sq = (vectors * vectors).sum(dim=1)
+            keep = (distance_sq <= self.cutoff * self.cutoff) & (distance_sq > self.self_distance_sq)
+        return edge_index[:, keep], cell_offsets[keep]
+
+    def _evaluate(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor, pbc: Tensor,
+                  edge_index: Tensor, cell_offsets: Tensor) -> Dict[str, Tensor]:
+        positions = positions.to(self.float_dtype).detach()
+        cell = cell.to(self.float_dtype).detach()
+        with_stress = bool(pbc.all())
+        strain = torch.zeros((3, 3), dtype=positions.dtype, device=positions.device)
+        positions.requires_grad_(True)
+        strain.requires_grad_(True)
+        symmetric = 0.5 * (strain + strain.transpose(0, 1))
+        strained_positions = positions + positions @ symmetric
+        strained_cell = cell + cell @ symmetric
+        energy = self._pair_energy(strained_positions, atomic_numbers, strained_cell, edge_index, cell_offsets)
+        gradients = torch.autograd.grad([energy], [positions, strain])
+        position_gradient = gradients[0]
+        strain_gradient = gradients[1]
+        out: Dict[str, Tensor] = {}
+        out["energy"] = energy.detach()
+        if position_gradient is None:
+            out["forces"] = torch.zeros_like(positions)
+        else:
+            out["forces"] = -position_gradient.detach()
+        if with_stress and self.conservative and strain_gradient is not None:
+            volume = torch.abs(torch.linalg.det(cell))
+            out["stress"] = strain_gradient.detach() / volume
+        return out
+
+    def forward(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor, pbc: Tensor,
+                tags: Tensor) -> Dict[str, Tensor]:
+        self._validate(positions, atomic_numbers, cell, pbc, tags)
+        positions = positions.to(self.float_dtype)
+        cell = cell.to(self.float_dtype)
+        edge_index, cell_offsets = radius_graph_pbc(positions.detach(), cell, pbc, self.cutoff, 0)
+        return self._evaluate(positions, atomic_numbers, cell, pbc, edge_index, cell_offsets)
+
+    @torch.jit.export
+    def forward_batch(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor, pbc: Tensor, tags: Tensor,
+                      natoms: Tensor) -> Dict[str, Tensor]:
+        """The batched entry point ``ocpdeploy.runtime`` calls: cell (B,3,3), pbc (B,3), natoms (B,)."""
+        energies: List[Tensor] = []
+        forces: List[Tensor] = []
+        stresses: List[Tensor] = []
+        first = 0
+        for b in range(natoms.shape[0]):
+            n = int(natoms[b])
+            out = self.forward(positions[first:first + n], atomic_numbers[first:first + n], cell[b], pbc[b],
+                               tags[first:first + n])
+            energies.append(out["energy"])
+            forces.append(out["forces"])
+            if "stress" in out:
+                stresses.append(out["stress"])
+            else:
+                stresses.append(torch.zeros((3, 3), dtype=self.float_dtype, device=positions.device))
+            first += n
+        result: Dict[str, Tensor] = {"energy": torch.stack(energies), "forces": torch.cat(forces, dim=0)}
+        if self.conservative:
+            result["stress"] = torch.stack(stresses)
+        return result
+
+
+class _StandInWithCandidates(_StandInPotential):
+    @torch.jit.export
+    def forward_candidates(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor, pbc: Tensor,
+                           tags: Tensor, candidate_edge_index: Tensor,
+                           candidate_cell_offsets: Tensor) -> Dict[str, Tensor]:
+        self._validate(positions, atomic_numbers, cell, pbc, tags)
+        if candidate_edge_index.dim() != 2 or candidate_edge_index.shape[0] != 2:
+            raise ValueError("candidate_edge_index must have shape (2, E)")
+        if (candidate_cell_offsets.dim() != 2 or candidate_cell_offsets.shape[0] != candidate_edge_index.shape[1]
+                or candidate_cell_offsets.shape[1] != 3):
+            raise ValueError("candidate_cell_offsets must have shape (E, 3)")
+        positions = positions.to(self.float_dtype)
+        cell = cell.to(self.float_dtype)
+        edge_index, cell_offsets = self._keep_within_cutoff(
+            positions, cell, candidate_edge_index, candidate_cell_offsets)
+        return self._evaluate(positions, atomic_numbers, cell, pbc, edge_index, cell_offsets)
+
+
+def standin_metadata(*, dtype: str = "float32", forces: str = "conservative", cutoff: float = STANDIN_CUTOFF,
+                     min_z: int = 1, max_z: int = STANDIN_MAX_Z) -> Dict[str, object]:
+    outputs = ["energy", "forces"] + (["stress"] if forces == "conservative" else [])
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "artifact": "torchscript",
+        "model_kind": "standin_morse",
+        "graph": {"cutoff": cutoff, "max_neighbors": 0},
+        "cutoff": cutoff,
+        "max_neighbors": 0,  # no cap
+        "forces": forces,
+        "outputs": outputs,
+        "dtype": dtype,
+        "min_atomic_number": min_z,
+        "max_atomic_number": max_z,
+        "units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"},
+        "normalizers": {"baked_in": True},
+        "inputs": ["positions", "atomic_numbers", "cell", "pbc", "tags"],
+        "edge_convention": ("edge_index[0]=source j, edge_index[1]=target i; vector = positions[j] - positions[i]"
+                            " + cell_offsets @ cell (cell rows are lattice vectors)"),
+        "exporter_version": "tests.integration.cpp_helpers",
+        "torch_version": torch.__version__,
+        "checkpoint_sha256": "0" * 64,
+    }
+
+
+def write_standin_artifact(path: Path, *, dtype: str = "float32", forces: str = "conservative",
+                           cutoff: float = STANDIN_CUTOFF, min_z: int = 1, max_z: int = STANDIN_MAX_Z,
+                           with_candidates: bool = True, metadata_update: Optional[dict] = None,
+                           metadata: bool = True) -> Path:
+    """Script and save the stand-in; ``metadata_update`` overrides metadata keys."""
+    torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
+    cls = _StandInWithCandidates if with_candidates else _StandInPotential
+    module = cls(torch_dtype, cutoff, min_z, max_z, forces == "conservative")
+    meta = standin_metadata(dtype=dtype, forces=forces, cutoff=cutoff, min_z=min_z, max_z=max_z)
+    meta.update(metadata_update or {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script in torch >= 2.10
+        scripted = torch.jit.script(module)
+        extra = {METADATA_FILE: json.dumps(meta)} if metadata else {}
+        torch.jit.save(scripted, str(path), _extra_files=extra)
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------
+# Python reference.
+# ---------------------------------------------------------------------------
+def jit_predict(path: Path, atoms) -> Dict[str, np.ndarray]:
+    """The artifact's ``forward`` (the entry point the C++ hosts call) from Python."""
+    extra = {METADATA_FILE: ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.load(str(path), _extra_files=extra)
+    meta = json.loads(extra[METADATA_FILE])
+    dtype = {"float32": torch.float32, "float64": torch.float64}[meta["dtype"]]
+    tags = atoms.get_tags() if atoms.has("tags") else np.zeros(len(atoms), dtype=np.int64)
+    out = module(
+        torch.tensor(atoms.get_positions(), dtype=dtype),
+        torch.tensor(atoms.get_atomic_numbers(), dtype=torch.long),
+        torch.tensor(np.asarray(atoms.get_cell()), dtype=dtype),
+        torch.tensor(atoms.get_pbc(), dtype=torch.bool),
+        torch.tensor(tags, dtype=torch.long),
+    )
+    result = {"energy": float(out["energy"]), "forces": out["forces"].detach().double().numpy()}
+    if "stress" in out:
+        result["stress"] = out["stress"].detach().double().numpy()
+    return result
+
+
+def python_predict(path: Path, atoms) -> Dict[str, np.ndarray]:
+    """Energy (eV) and forces (eV/A) from the Python side.
+
+    Uses ``ocpdeploy.runtime.load_model`` when the runtime provides it (the
+    real parity target), else the artifact through ``torch.jit.load``.
+    """
+    try:
+        from ocpdeploy.runtime import load_model  # type: ignore[attr-defined]
+    except ImportError:
+        return jit_predict(path, atoms)
+    prediction = load_model(str(path)).predict(atoms)
+    return {"energy": float(prediction["energy"]), "forces": np.asarray(prediction["forces"], dtype=np.float64)}
+
+
+def exporter_available() -> bool:
+    """True when ``export-model`` (the real exporter) is installed."""
+    if shutil.which("export-model") is None:
+        return False
+    try:
+        import ocpdeploy.exporter.cli  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def export_checkpoint(checkpoint: Path, out: Path, forces: Optional[str] = None) -> Path:
+    command = ["export-model", str(checkpoint), "--format", "torchscript", "-o", str(out)]
+    if forces:
+        command += ["--forces", forces]
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    return out
+
+
+_EXPORT_CACHE: Dict[Tuple[str, str], Path] = {}
+
+
+def exported_artifact(tmp_path_factory, name: str, forces: Optional[str] = None) -> Path:
+    """``export-model`` of ``tests/data/checkpoints/NAME.pt``, once per session.
+
+    Skips when the exporter is not installed or does not support the model
+    kind yet; any other export failure fails the test.
+    """
+    import pytest
+
+    if not exporter_available():
+        pytest.skip("export-model is not installed yet")
+    key = (name, forces or "default")
+    if key not in _EXPORT_CACHE:
+        checkpoint = REPO_ROOT / "tests" / "data" / "checkpoints" / f"{name}.pt"
+        out = tmp_path_factory.getbasetemp() / f"exported_{name}_{key[1]}.pt"
+        try:
+            export_checkpoint(checkpoint, out, forces)
+        except subprocess.CalledProcessError as error:
+            if "unknown model" in error.stderr:
+                pytest.skip(f"export-model does not support {name} yet: {error.stderr.strip()[-300:]}")
+            pytest.fail(f"export-model failed for {name}: {error.stderr[-2000:]}")
+        _EXPORT_CACHE[key] = out
+    return _EXPORT_CACHE[key]
+
+
+# ---------------------------------------------------------------------------
+# Building the hosts.
+# ---------------------------------------------------------------------------
+def build_hosts(build_dir: Path, jobs: int = 2) -> Dict[str, Optional[Path]]:
+    """Configure and build cpp_demo in ``build_dir``; paths of md_host / lmp_ocp (None if not built)."""
+    prefix = torch.utils.cmake_prefix_path
+    subprocess.run(
+        ["cmake", "-S", str(CPP_SOURCE), "-B", str(build_dir), f"-DCMAKE_PREFIX_PATH={prefix}",
+         "-DCMAKE_BUILD_TYPE=Release"],
+        check=True, capture_output=True, text=True,
+    )
+    result = subprocess.run(["cmake", "--build", str(build_dir), f"-j{jobs}"], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"cpp_demo build failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    hosts: Dict[str, Optional[Path]] = {}
+    for name in ("md_host", "lmp_ocp"):
+        path = build_dir / name
+        hosts[name] = path if path.exists() else None
+    return hosts
+
+
+_BUILD_CACHE: Dict[str, Dict[str, Optional[Path]]] = {}
+# Set to reuse one build directory across test sessions (incremental builds).
+BUILD_DIR_ENV = "OCP_DEPLOY_CPP_BUILD_DIR"
+
+
+def cached_build(tmp_path_factory) -> Dict[str, Optional[Path]]:
+    """``build_hosts`` once per test session (shared by test_md_host and test_lammps)."""
+    if "hosts" not in _BUILD_CACHE:
+        build_dir = os.environ.get(BUILD_DIR_ENV)
+        path = Path(build_dir) if build_dir else tmp_path_factory.getbasetemp() / "cpp_demo_build"
+        _BUILD_CACHE["hosts"] = build_hosts(path)
+    return _BUILD_CACHE["hosts"]
+
+
+def max_angular_frequency(path: Path, atoms, step: float = 1.0e-3, iterations: int = 20) -> float:
+    """Largest vibrational angular frequency (1/fs) of ``atoms`` under the artifact.
+
+    Power iteration on the mass-weighted Hessian D = M^-1/2 H M^-1/2, with the
+    Hessian-vector products from central differences of the forces,
+    H v = -(F(x + h v) - F(x - h v)) / (2 h). D (eV/A^2/amu) times 1/103.6427
+    (amu A^2/fs^2 per eV, see cpp_demo/include/ocp_deploy/units.hpp) has
+    eigenvalues w^2 in 1/fs^2. Meant for structures at a (local) minimum,
+    where D has no large negative eigenvalue.
+    """
+    extra = {METADATA_FILE: ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.load(str(path), _extra_files=extra)
+    dtype = {"float32": torch.float32, "float64": torch.float64}[json.loads(extra[METADATA_FILE])["dtype"]]
+    numbers = torch.tensor(atoms.get_atomic_numbers(), dtype=torch.long)
+    cell = torch.tensor(np.asarray(atoms.get_cell()), dtype=dtype)
+    pbc = torch.tensor(atoms.get_pbc(), dtype=torch.bool)
+    tags = torch.zeros(len(atoms), dtype=torch.long)
+    base = atoms.get_positions().reshape(-1)
+    inverse_sqrt_mass = 1.0 / np.sqrt(np.repeat(atoms.get_masses(), 3))
+
+    def forces(flat: np.ndarray) -> np.ndarray:
+        positions = torch.tensor(flat.reshape(-1, 3), dtype=dtype)
+        return module(positions, numbers, cell, pbc, tags)["forces"].detach().double().numpy().reshape(-1)
+
+    def dynamical_product(vector: np.ndarray) -> np.ndarray:
+        displacement = step * inverse_sqrt_mass * vector
+        hessian_vector = -(forces(base + displacement) - forces(base - displacement)) / (2.0 * step)
+        return inverse_sqrt_mass * hessian_vector / MASS_VELOCITY_SQUARED_TO_EV
+
+    vector = np.random.default_rng(0).standard_normal(base.size)
+    vector /= np.linalg.norm(vector)
+    eigenvalue = 0.0
+    for _ in range(iterations):
+        product = dynamical_product(vector)
+        eigenvalue = float(vector @ product)
+        vector = product / np.linalg.norm(product)
+    return math.sqrt(max(eigenvalue, 0.0))
+
+
+def lammps_installed() -> bool:
+    return Path("/usr/lib/x86_64-linux-gnu/cmake/LAMMPS/LAMMPSConfig.cmake").exists() or any(
+        Path(p).exists() for p in ("/usr/lib/cmake/LAMMPS/LAMMPSConfig.cmake", "/usr/local/lib/cmake/LAMMPS")
+    )
+
+
+def host_environment() -> Dict[str, str]:
+    """Environment for the hosts: one-thread OpenMP, Open MPI allowed as root (CI containers)."""
+    env = dict(os.environ)
+    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+# ---------------------------------------------------------------------------
+# LAMMPS data files.
+# ---------------------------------------------------------------------------
+def lammps_cell(atoms):
+    """A copy of ``atoms`` rotated so the cell is LAMMPS's lower-triangular form.
+
+    Rows a = (xprd, 0, 0), b = (xy, yprd, 0), c = (xz, yz, zprd); tilts are
+    reduced into [-L/2, L/2] (same lattice) and positions wrapped along
+    periodic directions.
+    """
+    rotated = atoms.copy()
+    cell = np.asarray(atoms.get_cell())
+    q, r = np.linalg.qr(cell.T)  # cell.T = q r  ->  cell = r.T q.T
+    signs = np.sign(np.diag(r))
+    signs[signs == 0] = 1.0
+    q = q * signs  # flip columns so the diagonal of r is positive
+    lower = cell @ q  # (cell rotated) = r.T * signs: lower triangular
+    lower[np.abs(lower) < 1e-12] = 0.0
+    rotated.set_cell(lower, scale_atoms=False)
+    rotated.set_positions(atoms.get_positions() @ q)
+    a, b, c = lower.copy()
+    pbc = atoms.get_pbc()
+    # Tilt reduction (LAMMPS refuses |xy| > xprd / 2 etc.).
+    if pbc[1] and pbc[0]:
+        b = b - np.round(b[0] / a[0]) * a
+    if pbc[2] and pbc[1]:
+        c = c - np.round(c[1] / b[1]) * b
+    if pbc[2] and pbc[0]:
+        c = c - np.round(c[0] / a[0]) * a
+    rotated.set_cell(np.array([a, b, c]), scale_atoms=False)
+    rotated.wrap(eps=1e-9)
+    return rotated
+
+
+def lammps_labels(atoms) -> List[str]:
+    """Per-atom type labels: ``El`` or, when the structure has non-zero OCP tags, ``El:TAG``.
+
+    ``pair_coeff * * LABEL1 LABEL2 ...`` of pair style ocp accepts both forms.
+    """
+    symbols = atoms.get_chemical_symbols()
+    tags = atoms.get_tags() if atoms.has("tags") else np.zeros(len(atoms), dtype=int)
+    if not np.any(tags):
+        return symbols
+    return [f"{symbol}:{int(tag)}" for symbol, tag in zip(symbols, tags)]
+
+
+def write_lammps_data(path: Path, atoms, types: Optional[List[str]] = None) -> List[str]:
+    """LAMMPS ``atom_style atomic`` data file; returns the type labels (type k+1 = labels[k]).
+
+    ``atoms`` must already be in LAMMPS form (see ``lammps_cell``). Types are
+    the distinct ``lammps_labels`` (sorted) unless ``types`` is given.
+    """
+    from ase.data import atomic_masses, atomic_numbers
+
+    labels = lammps_labels(atoms)
+    types = list(types) if types is not None else sorted(set(labels))
+    cell = np.asarray(atoms.get_cell())
+    xprd, yprd, zprd = float(cell[0, 0]), float(cell[1, 1]), float(cell[2, 2])
+    xy, xz, yz = float(cell[1, 0]), float(cell[2, 0]), float(cell[2, 1])
+    lines = [
+        "LAMMPS data file (ocp-deploy tests/integration/cpp_helpers.py)",
+        "",
+        f"{len(atoms)} atoms",
+        f"{len(types)} atom types",
+        "",
+        f"0.0 {xprd!r} xlo xhi",
+        f"0.0 {yprd!r} ylo yhi",
+        f"0.0 {zprd!r} zlo zhi",
+    ]
+    if xy != 0.0 or xz != 0.0 or yz != 0.0:
+        lines.append(f"{xy!r} {xz!r} {yz!r} xy xz yz")
+    lines += ["", "Masses", ""]
+    for k, label in enumerate(types, start=1):
+        symbol = label.split(":")[0]
+        lines.append(f"{k} {float(atomic_masses[atomic_numbers[symbol]])!r}  # {label}")
+    lines += ["", "Atoms # atomic", ""]
+    type_of = {label: k for k, label in enumerate(types, start=1)}
+    for index, (label, position) in enumerate(zip(labels, atoms.get_positions()), start=1):
+        x, y, z = (float(v) for v in position)
+        lines.append(f"{index} {type_of[label]} {x!r} {y!r} {z!r}")
+    Path(path).write_text("\n".join(lines) + "\n")
+    return types
+
+
+def lammps_boundary(atoms) -> str:
+    return " ".join("p" if periodic else "f" for periodic in atoms.get_pbc())
+
+
+def parse_lammps_forces(dump: Path) -> np.ndarray:
+    """Forces (N, 3) sorted by atom id from a ``dump custom ... id fx fy fz`` file (first frame)."""
+    lines = Path(dump).read_text().splitlines()
+    count = int(lines[lines.index("ITEM: NUMBER OF ATOMS") + 1])
+    start = next(k for k, line in enumerate(lines) if line.startswith("ITEM: ATOMS")) + 1
+    columns = lines[start - 1].split()[2:]
+    rows = np.array([[float(v) for v in line.split()] for line in lines[start:start + count]])
+    ids = rows[:, columns.index("id")].astype(int)
+    forces = rows[:, [columns.index("fx"), columns.index("fy"), columns.index("fz")]]
+    return forces[np.argsort(ids)]
+
+
+def read_tagged_value(text: str, tag: str) -> float:
+    """Value printed as ``TAG value`` in host output (last occurrence)."""
+    values = [line.split()[1] for line in text.splitlines() if line.startswith(tag + " ")]
+    if not values:
+        raise AssertionError(f"no '{tag}' line in output:\n{text[-3000:]}")
+    return float(values[-1])
