@@ -26,10 +26,10 @@ import torch
 from torch import Tensor, nn
 
 from ocpdeploy.runtime.graph_gemnet_oc import GemNetOCGraph, resolve_cutoffs
+from .layers import AtomEmbedding
 from .gemnet_oc_basis import CircularBasisLayer, GemNetRadialBasis, SphericalBasisLayer
 from .gemnet_oc_layers import (
     INV_SQRT_2,
-    AtomEmbedding,
     AtomUpdateBlock,
     BasisEmbedding,
     Dense,

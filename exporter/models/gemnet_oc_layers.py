@@ -61,17 +61,6 @@ def residual_mlp(units_in: int, units: int, num_hidden: int) -> nn.ModuleList:
     return nn.ModuleList(layers)
 
 
-class AtomEmbedding(nn.Module):
-    """``embeddings(Z - 1)``: (N,) int64 -> (N, emb_size)."""
-
-    def __init__(self, emb_size: int, num_elements: int) -> None:
-        super().__init__()
-        self.embeddings = nn.Embedding(num_elements, emb_size)
-
-    def forward(self, atomic_numbers: Tensor) -> Tensor:
-        return self.embeddings(atomic_numbers - 1)
-
-
 class EdgeEmbedding(nn.Module):
     """``dense(cat[h[s], h[t], m])``: -> (E, out_features)."""
 

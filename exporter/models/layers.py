@@ -43,6 +43,17 @@ class ScaleFactor(nn.Module):
         return x * self.scale_factor
 
 
+class AtomEmbedding(nn.Module):
+    """``embeddings(Z - 1)``: (N,) int64 -> (N, emb_size)."""
+
+    def __init__(self, emb_size: int, num_elements: int) -> None:
+        super().__init__()
+        self.embeddings = nn.Embedding(num_elements, emb_size)
+
+    def forward(self, atomic_numbers: Tensor) -> Tensor:
+        return self.embeddings(atomic_numbers - 1)
+
+
 class PolynomialEnvelope(nn.Module):
     """``1 + a d^p + b d^(p+1) + c d^(p+2)`` for ``d < 1``, else 0 (d = distance / cutoff)."""
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ocpdeploy.runtime.graph_painn import PaiNNGraph
 from ocpdeploy.runtime.keys import CELL_OFFSETS, EDGE_INDEX
 
-from .layers import RadialBasis, ScaledSiLU, ScaleFactor, check_radial_options, inv_sqrt
+from .layers import AtomEmbedding, RadialBasis, ScaledSiLU, ScaleFactor, check_radial_options, inv_sqrt
 
 # Distances closer than this to zero are replaced by it before dividing
 # (reference: ``torch.isclose(d, 0, atol=1e-6)`` then ``d = 1e-6``).
@@ -60,17 +60,6 @@ def edge_geometry(
     vector = positions[source] - positions[target] + shift
     distance = torch.linalg.vector_norm(vector, dim=-1)
     return vector, distance
-
-
-class AtomEmbedding(nn.Module):
-    """Embedding of ``Z - 1`` (elements 1..num_elements)."""
-
-    def __init__(self, emb_size: int, num_elements: int) -> None:
-        super().__init__()
-        self.embeddings = nn.Embedding(num_elements, emb_size)
-
-    def forward(self, atomic_numbers: Tensor) -> Tensor:
-        return self.embeddings(atomic_numbers - 1)
 
 
 class PaiNNMessage(nn.Module):
