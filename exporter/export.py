@@ -160,8 +160,6 @@ def export_checkpoint(
         raise ValueError(f"unknown format '{format}'; choose one of {', '.join(FORMATS)}")
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype '{dtype}'; choose float32 or float64")
-    if format == "onnx" and dtype == "float64":
-        raise ValueError("float64 ONNX export is not supported yet (the exported graph loses float64 precision); use --format torchscript for float64")
     checkpoint = read_checkpoint(checkpoint_path)
     core, graph = build_rewrite(checkpoint)
     core = core.to(DTYPES[dtype])

@@ -53,6 +53,11 @@ FORMAT_VERSION: Final[int] = 1
 
 ENERGY_UNIT: Final[str] = "eV"
 LENGTH_UNIT: Final[str] = "Angstrom"
+# ONNX metadata flag: every accumulating scatter is ScatterElements (race-free
+# with any number of ONNX Runtime intra-op threads). Artifacts without it run
+# with one CPU thread.
+RACE_FREE_KEY: Final[str] = "race_free_aggregation"
+
 FORCES_UNIT: Final[str] = "eV/Angstrom"
 STRESS_UNIT: Final[str] = "eV/Angstrom^3"
 

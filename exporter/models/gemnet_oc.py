@@ -328,12 +328,15 @@ class GemNetOCCore(nn.Module):
             v_ba_out = v_qint[tout_in]
             cos_cab_q = _inner_clamped(v_ca, v_ba_out)
             v_ca_cross = torch.cross(v_ca, v_ba_out, dim=-1)[tout_to_quad]
-            # dihedral c -> a - b <- d (half angle, parity ignored)
+            # dihedral c -> a - b <- d (half angle, parity ignored): the
+            # reference's atan2(y, x) with y > 0, as its cosine and sine
             x = torch.sum(v_ca_cross * v_db_cross, dim=-1)
             y = torch.linalg.norm(torch.cross(v_ca_cross, v_db_cross, dim=-1), dim=-1).clamp(min=self.dihedral_eps)
-            dihedral = torch.atan2(y, x)
+            radius = torch.sqrt(x * x + y * y)
+            cos_dihedral = x / radius
+            sin_dihedral = y / radius
             rad_cir_q, cir_q = self.cbf_basis_qint(d_qint, cos_abd)
-            rad_sph_q, sph_q = self.sbf_basis_qint(d_main, cos_cab_q[tout_to_quad], dihedral)
+            rad_sph_q, sph_q = self.sbf_basis_qint(d_main, cos_cab_q[tout_to_quad], cos_dihedral, sin_dihedral)
             bases["qint_rad"] = self.mlp_rbf_qint(rad_main)
             bases["qint_cir"] = self.mlp_cbf_qint.project(rad_cir_q, cir_q, tin_out)
             bases["qint_w1"] = self.mlp_sbf_qint(rad_sph_q)

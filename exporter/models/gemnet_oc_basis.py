@@ -8,8 +8,9 @@ rational recurrences, then float64 constants), and evaluated with Horner's
 rule, so that nothing symbolic runs at inference time. Values agree with the
 sympy forms to float32 rounding.
 
-Conventions: ``z`` is a cosine clamped to [-1, 1] (T,); ``phi`` an angle in
-radians (T,). Basis columns follow the reference order: for the
+Conventions: ``z`` is a cosine clamped to [-1, 1] (T,); the dihedral angle
+``phi`` is passed as its cosine and sine (T,) each (no atan2: ONNX Runtime's
+CPU provider has no float64 Atan, and only cos(m phi) / sin(m phi) are used). Basis columns follow the reference order: for the
 ``zero_m_only`` circular basis ``Y_l0, l = 0..L-1``; for the full real form,
 per degree ``l``: ``m = 0, 1, ..., l`` (cos(m phi) terms) then
 ``m = -l, ..., -1`` (sin(|m| phi) terms), ``L^2`` columns in total.
@@ -152,6 +153,19 @@ class CircularHarmonics(nn.Module):
         return torch.stack(columns, dim=1)
 
 
+def _multiple_angles(cos_phi: Tensor, sin_phi: Tensor, max_order: int) -> Tuple[List[Tensor], List[Tensor]]:
+    """[cos(m phi)], [sin(m phi)] for m = 0..max_order by the Chebyshev recurrence
+
+    ``c_{m+1} = 2 cos(phi) c_m - c_{m-1}`` (the same for ``s``).
+    """
+    cos_m = [torch.ones_like(cos_phi), cos_phi]
+    sin_m = [torch.zeros_like(sin_phi), sin_phi]
+    for m in range(1, max_order):
+        cos_m.append(2.0 * cos_phi * cos_m[m] - cos_m[m - 1])
+        sin_m.append(2.0 * cos_phi * sin_m[m] - sin_m[m - 1])
+    return cos_m, sin_m
+
+
 class RealSphericalHarmonics(nn.Module):
     """Full real ``Y_lm(z, phi)`` (``get_sph_harm_basis(L, zero_m_only=False)``): -> (T, L^2)."""
 
@@ -166,8 +180,9 @@ class RealSphericalHarmonics(nn.Module):
         self.orders = [t[1] for t in terms]
         self.trig = [t[2] for t in terms]
 
-    def forward(self, z: Tensor, phi: Tensor) -> Tensor:
+    def forward(self, z: Tensor, cos_phi: Tensor, sin_phi: Tensor) -> Tensor:
         one_minus_z2 = 1.0 - z * z
+        cos_m, sin_m = _multiple_angles(cos_phi, sin_phi, max(self.orders))
         columns: List[Tensor] = []
         for k in range(len(self.coefficients)):
             value = _horner(self.coefficients[k], z)
@@ -175,9 +190,9 @@ class RealSphericalHarmonics(nn.Module):
             if m > 0:
                 value = value * torch.pow(one_minus_z2, 0.5 * m)
                 if self.trig[k] == 1:
-                    value = value * torch.cos(m * phi)
+                    value = value * cos_m[m]
                 else:
-                    value = value * torch.sin(m * phi)
+                    value = value * sin_m[m]
             columns.append(value)
         return torch.stack(columns, dim=1)
 
@@ -201,8 +216,9 @@ class CircularBasisLayer(nn.Module):
 class SphericalBasisLayer(nn.Module):
     """Radial basis and two-angle basis (``sbf``) of quadruplets.
 
-    ``forward(distance (E,), cos_angle (Q,), dihedral (Q,)) -> (rad (E, R), sph (Q, L^2))``.
-    ``legendre_outer``: ``Y_i0(cos_angle) * Y_j0(cos(dihedral))`` flattened
+    ``forward(distance (E,), cos_angle (Q,), cos_dihedral (Q,), sin_dihedral (Q,))
+    -> (rad (E, R), sph (Q, L^2))``.
+    ``legendre_outer``: ``Y_i0(cos_angle) * Y_j0(cos_dihedral)`` flattened
     row-major (i, j); ``spherical_harmonics``: ``Y_lm(cos_angle, dihedral)``.
     """
 
@@ -217,11 +233,11 @@ class SphericalBasisLayer(nn.Module):
         self.circular = CircularHarmonics(num_spherical)
         self.full = RealSphericalHarmonics(num_spherical if not self.legendre_outer else 1)
 
-    def forward(self, distance: Tensor, cos_angle: Tensor, dihedral: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, distance: Tensor, cos_angle: Tensor, cos_dihedral: Tensor, sin_dihedral: Tensor) -> Tuple[Tensor, Tensor]:
         rad = self.radial_basis(distance)
         if self.legendre_outer:
-            sph = self.circular(cos_angle)[:, :, None] * self.circular(torch.cos(dihedral))[:, None, :]
+            sph = self.circular(cos_angle)[:, :, None] * self.circular(cos_dihedral)[:, None, :]
             sph = sph.reshape(cos_angle.shape[0], self.num_spherical * self.num_spherical)
         else:
-            sph = self.full(cos_angle, dihedral)
+            sph = self.full(cos_angle, cos_dihedral, sin_dihedral)
         return rad, sph
