@@ -17,16 +17,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from ase.build import add_adsorbate, fcc111
 
-from ocpdeploy.exporter.models import REWRITES
+from ocpdeploy.exporter.random_checkpoint import write_random_checkpoint
 from ocpdeploy.runtime import DeployedCalculator
 
-OC20_NORMALIZERS = {
-    "target": {"mean": torch.tensor(-0.7554450631141663), "std": torch.tensor(2.887317180633545)},
-    "grad_target": {"mean": torch.tensor(0.0), "std": torch.tensor(2.887317180633545)},
-}
 MODELS = {
     "painn": {"hidden_channels": 64, "num_layers": 3, "num_rbf": 32, "cutoff": 6.0, "max_neighbors": 20},
     "gemnet_oc": {
@@ -42,33 +37,6 @@ MODELS = {
         "edge_atom_interaction": True, "atom_interaction": True, "qint_tags": [1, 2],
     },
 }
-
-
-def write_checkpoint(name: str, attributes: dict, path: Path) -> None:
-    """A trainer-format checkpoint with seeded random weights."""
-    torch.manual_seed(0)
-    core, _ = REWRITES[name](attributes)
-    state = core.state_dict()
-    for key, value in state.items():
-        if value.is_floating_point() and not key.endswith(("scale_factor", "offset")):
-            state[key] = value + 0.05 * torch.randn_like(value)
-    scale_dict = {}
-    for module_path, module in core.named_modules():
-        if hasattr(module, "scale_factor") and hasattr(module, "name"):
-            scale_dict[module.name or module_path] = 1.0
-    torch.save(
-        {
-            "state_dict": {f"module.module.{k}": v for k, v in state.items()},
-            "config": {"model": name, "model_attributes": attributes, "trainer": "ocp", "dataset": {"normalize_labels": True}},
-            "normalizers": OC20_NORMALIZERS,
-            "scale_dict": scale_dict,
-            "epoch": 0,
-            "step": 0,
-            "optimizer": {},
-            "ema": None,
-        },
-        path,
-    )
 
 
 def slab():
@@ -92,7 +60,7 @@ def main() -> None:
     rows = []
     for name, attributes in MODELS.items():
         checkpoint = workdir / f"{name}.pt"
-        write_checkpoint(name, attributes, checkpoint)
+        write_random_checkpoint(name, attributes, checkpoint)
         energies = []
         for fmt, suffix in (("torchscript", "_ts.pt"), ("onnx", ".onnx")):
             artifact = workdir / f"{name}{suffix}"

@@ -3,6 +3,8 @@
     export-model CHECKPOINT --format torchscript|onnx -o OUTPUT [--dtype float32|float64]
                  [--forces direct|gradient|conservative] [--no-verify]
     export-model info ARTIFACT
+    export-model bench ARTIFACT [--sizes 100,1000] [--device cpu|cuda] [--repeats 5] [--warmup 1]
+                 [--threads N] [--markdown FILE]
 
 Every failure is one line on stderr and a non-zero exit code.
 """
@@ -16,6 +18,9 @@ import click
 from ocpdeploy.runtime.keys import FORCES_MODES
 
 EXIT_FAILURE = 1
+BENCH_SIZES = "100,1000"
+BENCH_REPEATS = 5
+BENCH_WARMUP = 1
 
 
 @click.command(name="export-model")
@@ -46,7 +51,38 @@ def info_command(artifact: str) -> None:
     click.echo(json.dumps(load_model(artifact).metadata, indent=2))
 
 
-SUBCOMMANDS = {"info": info_command}
+@click.command(name="bench")
+@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.option("--sizes", default=BENCH_SIZES, show_default=True, help="comma-separated atom counts (fcc Cu bulk, closest cubic repeat)")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--repeats", type=int, default=BENCH_REPEATS, show_default=True, help="timed calls per size (median reported)")
+@click.option("--warmup", type=int, default=BENCH_WARMUP, show_default=True, help="untimed calls per size before the timed ones")
+@click.option("--threads", type=int, default=None, help="torch threads; for ONNX also the intra-op threads")
+@click.option("--markdown", type=click.Path(dir_okay=False), default=None, help="also write the table as markdown to FILE")
+def bench_command(
+    artifact: str, sizes: str, device: str, repeats: int, warmup: int, threads: Optional[int], markdown: Optional[str]
+) -> None:
+    """Time one energy+forces call of ARTIFACT (.pt or .onnx) per structure size: graph, model, total, peak memory."""
+    from .bench import Benchmark, check_counts, format_markdown, format_table, parse_sizes
+
+    atom_counts = parse_sizes(sizes)
+    check_counts(repeats, warmup)
+    with Benchmark(artifact, device=device, threads=threads) as benchmark:
+        with click.progressbar(length=len(atom_counts) * (repeats + warmup), label="bench", file=sys.stderr) as bar:
+
+            def step(label: str) -> None:
+                bar.label = label
+                bar.update(1)
+
+            results = benchmark.run(atom_counts, repeats, warmup, progress=step)
+        description = benchmark.description(repeats, warmup)
+    click.echo(format_table(description, results))
+    if markdown is not None:
+        with open(markdown, "w") as file:
+            file.write(format_markdown(description, results))
+
+
+SUBCOMMANDS = {"info": info_command, "bench": bench_command}
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -169,6 +169,21 @@ def _inner_index(sorted_index: Tensor, num_groups: int) -> Tensor:
     return torch.arange(sorted_index.shape[0], device=sorted_index.device) - first[sorted_index]
 
 
+def _slots(sorted_out: Tensor, num_groups: int) -> Tuple[Tensor, Tensor]:
+    """Aggregation slots of a sorted destination index (T,).
+
+    Returns ``slot`` (T,): the position of each entry within its destination
+    group, and ``kmax`` (K,) zeros whose length K is the largest group size:
+    the model pads entries into (num_groups, K, ...) at ``[out, slot]`` and
+    sums them with a batched matmul (the reference's ``out_agg`` / Kmax
+    layout; K travels as a tensor length so that ONNX sees it as a dynamic
+    dimension).
+    """
+    slot = _inner_index(sorted_out, num_groups)
+    largest = int(slot.max()) + 1 if slot.shape[0] > 0 else 0
+    return slot, torch.zeros(largest, dtype=torch.long, device=sorted_out.device)
+
+
 def _cap_by_distance(target: Tensor, distance: Tensor, num_atoms: int, max_neighbors: int) -> Tensor:
     """Strict cap (``get_max_neighbors_mask`` with ``enforce_max_strictly``).
 
@@ -292,20 +307,20 @@ class GemNetOCGraph(nn.Module):
         self.use_a2a = self.atom_edge_interaction or self.edge_atom_interaction or self.atom_interaction
         self.qint_tags = [0, 1, 2] if qint_tags is None else [int(tag) for tag in qint_tags]
 
-        names = ["main_edge_index", "main_cell_offsets", "id_swap", "trip_e2e_in", "trip_e2e_out"]
+        names = ["main_edge_index", "main_cell_offsets", "id_swap", "trip_e2e_in", "trip_e2e_out", "trip_e2e_slot", "trip_e2e_kmax"]
         if self.atom_edge_interaction or self.edge_atom_interaction:
             names += ["a2ee2a_edge_index", "a2ee2a_cell_offsets"]
         if self.atom_edge_interaction:
-            names += ["trip_a2e_in", "trip_a2e_out"]
+            names += ["trip_a2e_in", "trip_a2e_out", "trip_a2e_slot", "trip_a2e_kmax"]
         if self.edge_atom_interaction:
-            names += ["trip_e2a_in", "trip_e2a_out"]
+            names += ["trip_e2a_in", "trip_e2a_out", "trip_e2a_slot", "trip_e2a_kmax"]
         if self.atom_interaction:
-            names += ["a2a_edge_index", "a2a_cell_offsets"]
+            names += ["a2a_edge_index", "a2a_cell_offsets", "a2a_slot", "a2a_kmax"]
         if self.quad_interaction:
             names += [
                 "qint_edge_index", "qint_cell_offsets",
                 "quad_trip_in_in", "quad_trip_in_out", "quad_trip_out_in", "quad_trip_out_out",
-                "quad_out", "quad_trip_in_to_quad", "quad_trip_out_to_quad",
+                "quad_out", "quad_trip_in_to_quad", "quad_trip_out_to_quad", "quad_slot", "quad_kmax",
             ]
         self.input_names = names
 
@@ -495,6 +510,7 @@ class GemNetOCGraph(nn.Module):
         if self.atom_interaction:
             out["a2a_edge_index"] = edge_index
             out["a2a_cell_offsets"] = offsets
+            out["a2a_slot"], out["a2a_kmax"] = _slots(edge_index[1], num_atoms)
         ae_index = edge_index
         ae_offsets = offsets
         if self.atom_edge_interaction or self.edge_atom_interaction:
@@ -537,25 +553,30 @@ class GemNetOCGraph(nn.Module):
         out["main_cell_offsets"] = main_offsets
         out["id_swap"] = id_swap
 
+        num_main = main_index.shape[1]
         trip_in, trip_out = self._triplets(main_index, num_atoms)
         out["trip_e2e_in"] = trip_in
         out["trip_e2e_out"] = trip_out
+        out["trip_e2e_slot"], out["trip_e2e_kmax"] = _slots(trip_out, num_main)
         if self.quad_interaction:
             quad = self._quadruplets(main_index, main_offsets, qint_index, qint_offsets, num_atoms)
             for key, value in quad.items():
                 out[key] = value
+            out["quad_slot"], out["quad_kmax"] = _slots(quad["quad_out"], num_main)
         if self.atom_edge_interaction:
             trip_in, trip_out = self._mixed_triplets(
                 ae_index, ae_offsets, main_index, main_offsets, num_atoms, False
             )
             out["trip_a2e_in"] = trip_in
             out["trip_a2e_out"] = trip_out
+            out["trip_a2e_slot"], out["trip_a2e_kmax"] = _slots(trip_out, num_main)
         if self.edge_atom_interaction:
             trip_in, trip_out = self._mixed_triplets(
                 main_index, main_offsets, ae_index, ae_offsets, num_atoms, False
             )
             out["trip_e2a_in"] = trip_in
             out["trip_e2a_out"] = trip_out
+            out["trip_e2a_slot"], out["trip_e2a_kmax"] = _slots(trip_out, ae_index.shape[1])
         ordered: Dict[str, Tensor] = {}
         for name in self.input_names:
             ordered[name] = out[name]

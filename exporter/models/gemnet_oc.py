@@ -120,17 +120,19 @@ class InteractionBlock(nn.Module):
         x_ca_skip = self.dense_ca(m)
         x = x_ca_skip + self.trip_interaction(
             m, bases["e2e_rad"], bases["e2e_w1"], bases["e2e_cir"],
-            graph["trip_e2e_in"], graph["trip_e2e_out"], id_swap, None,
+            graph["trip_e2e_in"], graph["trip_e2e_out"], graph["trip_e2e_slot"], graph["trip_e2e_kmax"], id_swap, None,
         )
         if self.quad_interaction is not None:
             x = x + self.quad_interaction(
                 m, bases["qint_rad"], bases["qint_cir"], bases["qint_w1"], bases["qint_sph"],
-                graph["quad_trip_in_in"], graph["quad_trip_in_to_quad"], graph["quad_out"], id_swap,
+                graph["quad_trip_in_in"], graph["quad_trip_in_to_quad"], graph["quad_out"],
+                graph["quad_slot"], graph["quad_kmax"], id_swap,
             )
         if self.atom_edge_interaction is not None:
             x = x + self.atom_edge_interaction(
                 h, bases["a2e_rad"], bases["a2e_w1"], bases["a2e_cir"],
-                graph["trip_a2e_in"], graph["trip_a2e_out"], id_swap, graph["a2ee2a_edge_index"][0],
+                graph["trip_a2e_in"], graph["trip_a2e_out"], graph["trip_a2e_slot"], graph["trip_a2e_kmax"],
+                id_swap, graph["a2ee2a_edge_index"][0],
             )
         x = x * self.inv_sqrt_num_eint
         # Both atom updates read the incoming h.
@@ -138,11 +140,13 @@ class InteractionBlock(nn.Module):
         if self.edge_atom_interaction is not None:
             h_update = h_update + self.edge_atom_interaction.forward_to_atoms(
                 m, bases["e2a_rad"], bases["e2a_w1"], bases["e2a_cir"],
-                graph["trip_e2a_in"], graph["trip_e2a_out"], id_swap,
-                graph["a2ee2a_edge_index"][1], num_atoms,
+                graph["trip_e2a_in"], graph["trip_e2a_out"], graph["trip_e2a_slot"], graph["trip_e2a_kmax"],
+                id_swap, graph["a2ee2a_edge_index"][1], num_atoms,
             )
         if self.atom_interaction is not None:
-            h_update = h_update + self.atom_interaction(h, bases["a2a_w1"], graph["a2a_edge_index"])
+            h_update = h_update + self.atom_interaction(
+                h, bases["a2a_w1"], graph["a2a_edge_index"], graph["a2a_slot"], graph["a2a_kmax"]
+            )
         h = h_update * self.inv_sqrt_num_aint
         for layer in self.layers_before_skip:
             x = layer(x)

@@ -1,0 +1,446 @@
+"""Side-by-side benchmark: fairchem-core 1.10.0 eager vs our eager rewrite, TorchScript and ONNX Runtime.
+
+    python benchmarks/compare.py [--quick] [--threads 2] [--out benchmarks/results]
+    /path/to/python-with-fairchem benchmarks/compare.py      # adds the reference columns
+
+Models: the published PaiNN (h512, 6 layers, 12 A, cap 50) and GemNet-OC
+base configurations (``ocpdeploy.exporter.random_checkpoint.PUBLISHED``),
+with the same seeded random weights for every engine. Structures: an
+81-atom Pt(111) slab with an O adsorbate, ~1,000- and ~5,000-atom Cu bulk
+cells (tags 1, so GemNet-OC builds quadruplets), and for PaiNN a ~10,000-atom
+bulk. Every (model, engine, structure) runs in a fresh worker process: one
+warm-up call, then the median of the timed energy+forces calls (graph
+construction included), the graph-construction part alone (same graph
+module, timed separately), and the worker's peak RSS; a worker whose RSS
+passes ``--memory-limit`` GB is killed and reported as such. Graph
+construction alone is compared for the reference ``radius_graph_pbc``, ours,
+vesin and ase.neighborlist. A PaiNN h512 forward pass is priced in FLOPs
+(Linear-layer MACs: 26.0M per atom + 1.18M per edge) against this machine's
+fp32 matmul peak measured in the same run (torch.mm 4096^2).
+
+Writes ``OUT/compare.md`` (tables, ratios to the reference), ``OUT/compare.json``
+and ``OUT/compare.png``. The reference columns appear when fairchem-core,
+torch_scatter and torch_sparse import (see ``fairchem_reference.py``);
+otherwise they are skipped and the ratios are to our eager rewrite.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+BYTES_PER_GB = 1024**3
+KB_PER_GB = 1024**2
+RSS_POLL_SECONDS = 0.05
+WORKER_TIMEOUT_SECONDS = 1800
+RATTLE = 0.05  # Angstrom
+MATMUL_SIZE = 4096
+PAINN_MACS_PER_ATOM = 26.0e6
+PAINN_MACS_PER_EDGE = 1.18e6
+ENGINES = ["reference", "eager", "torchscript", "onnx"]
+MODELS = ["painn_h512", "gemnet_oc_base"]
+# structure -> models it runs for
+CASES = {
+    "slab_81": MODELS,
+    "bulk_1008": MODELS,
+    "bulk_4840": MODELS,
+    "bulk_10192": ["painn_h512"],
+}
+QUICK_CASES = {"slab_81": MODELS, "bulk_1008": MODELS}
+GRAPH_CASES = {"bulk_1008": (12.0, 50), "bulk_10140": (6.0, 50)}
+BULK_REPEATS = {"bulk_1008": (6, 6, 7), "bulk_4840": (11, 11, 10), "bulk_10192": (14, 14, 13), "bulk_10140": (13, 13, 15)}
+
+
+# --------------------------------------------------------------------------- structures
+def structure(name: str):
+    """The benchmark structures (seeded rattle)."""
+    from ase.build import add_adsorbate, bulk, fcc111
+
+    rng = np.random.default_rng(0)
+    if name == "slab_81":
+        atoms = fcc111("Pt", size=(4, 4, 5), vacuum=10.0, a=3.92)
+        tags = np.zeros(len(atoms), dtype=int)
+        tags[atoms.positions[:, 2] > atoms.positions[:, 2].max() - 3.0] = 1  # top two layers: surface
+        atoms.set_tags(tags)
+        add_adsorbate(atoms, "O", 1.8, "fcc")
+        tags = atoms.get_tags()
+        tags[-1] = 2  # adsorbate
+        atoms.set_tags(tags)
+    else:
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(BULK_REPEATS[name])
+        atoms.set_tags(np.ones(len(atoms), dtype=int))
+    atoms.positions += rng.normal(scale=RATTLE, size=atoms.positions.shape)
+    return atoms
+
+
+# --------------------------------------------------------------------------- worker
+class _PeakRss:
+    """Samples this process's RSS in a thread (VmRSS; ru_maxrss cannot be reset between phases)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_bytes(os.getpid()))
+            time.sleep(RSS_POLL_SECONDS)
+
+    def __enter__(self) -> "_PeakRss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes(os.getpid()))
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return 0
+
+
+def _timed(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def worker(task: Dict[str, Any]) -> Dict[str, Any]:
+    """One (model, engine, structure) measurement in this process."""
+    import torch
+
+    torch.set_num_threads(task["threads"])
+    atoms = structure(task["structure"])
+    engine = task["engine"]
+    repeats = task["repeats"]
+    graph_fn = None
+    if engine == "reference":
+        from fairchem_reference import reference_model, reference_predict
+
+        model, normalizers = reference_model(task["checkpoint"])
+
+        def call():
+            return reference_predict(model, normalizers, atoms)
+
+    elif engine == "eager":
+        from ocpdeploy.exporter.checkpoint import load_rewrite
+        from ocpdeploy.exporter.deployed import PhysicalModel
+        from ocpdeploy.runtime.structures import atoms_to_arrays
+
+        core, graph, checkpoint = load_rewrite(task["checkpoint"])
+        core.requires_grad_(False)
+        n = checkpoint.normalizers
+        physical = PhysicalModel(core, "direct", n.energy_mean, n.energy_std, n.forces_mean, n.forces_std)
+        arrays = atoms_to_arrays(atoms)
+        inputs = _graph_inputs(arrays)
+
+        def graph_fn():
+            with torch.no_grad():
+                return graph(*inputs)
+
+        def call():
+            with torch.no_grad():
+                prepared = graph(*inputs)
+                out = physical(inputs[0], inputs[1], torch.tensor(arrays["atomic_numbers"]), torch.zeros(len(atoms), dtype=torch.long), prepared)
+            return {"energy": float(out["energy"][0]), "forces": out["forces"].double().numpy()}
+
+    else:
+        from ocpdeploy.runtime import load_model
+        from ocpdeploy.runtime.graphs import build_graph
+        from ocpdeploy.runtime.structures import atoms_to_arrays
+
+        artifact = load_model(task["artifact"], threads=task["threads"] if engine == "onnx" else None)
+        graph = build_graph(artifact.metadata["model_kind"], artifact.metadata["graph"])
+        inputs = _graph_inputs(atoms_to_arrays(atoms))
+
+        def graph_fn():
+            with torch.no_grad():
+                return graph(*inputs)
+
+        def call():
+            return artifact.predict(atoms)
+
+    result: Dict[str, Any] = {"atoms": len(atoms)}
+    with _PeakRss() as rss:
+        first = call()
+        result["seconds"] = _timed(call, repeats)
+    result["peak_rss_gb"] = rss.peak / BYTES_PER_GB
+    result["energy"] = float(first["energy"])
+    result["max_force"] = float(np.abs(first["forces"]).max())
+    if graph_fn is not None:
+        result["graph_seconds"] = _timed(graph_fn, repeats)
+        prepared = graph_fn()
+        edge_key = "main_edge_index" if "main_edge_index" in prepared else "edge_index"
+        result["edges"] = int(prepared[edge_key].shape[-1])
+        if "quad_out" in prepared:
+            result["quadruplets"] = int(prepared["quad_out"].shape[0])
+    return result
+
+
+def _graph_inputs(arrays: Dict[str, np.ndarray]):
+    import torch
+
+    return (
+        torch.tensor(arrays["positions"], dtype=torch.float32),
+        torch.tensor(arrays["cell"], dtype=torch.float32).unsqueeze(0),
+        torch.tensor(arrays["pbc"]).unsqueeze(0),
+        torch.tensor([len(arrays["positions"])]),
+        torch.tensor(arrays["tags"]),
+    )
+
+
+def graph_worker(task: Dict[str, Any]) -> Dict[str, Any]:
+    """Neighbour-list construction alone for one backend."""
+    import torch
+
+    torch.set_num_threads(task["threads"])
+    atoms = structure(task["structure"])
+    atoms.wrap()
+    cutoff, cap = task["cutoff"], task["cap"]
+    backend = task["backend"]
+    positions = torch.tensor(atoms.positions, dtype=torch.float32)
+    cell = torch.tensor(atoms.cell.array, dtype=torch.float32)
+    pbc = torch.tensor(atoms.pbc)
+    if backend == "reference":
+        from fairchem_reference import install_stand_ins
+
+        install_stand_ins()
+        from fairchem.core.common.utils import radius_graph_pbc as reference_radius_graph
+        from torch_geometric.data import Batch, Data
+
+        data = Batch.from_data_list([Data(pos=positions, cell=cell.unsqueeze(0), natoms=torch.tensor([len(atoms)]), pbc=pbc)])
+
+        def call():
+            return reference_radius_graph(data, cutoff, cap, enforce_max_neighbors_strictly=True, pbc=[bool(p) for p in atoms.pbc])
+
+    elif backend == "ours":
+        from ocpdeploy.runtime.radius_graph import radius_graph_pbc
+
+        def call():
+            return radius_graph_pbc(positions, cell, pbc, cutoff, cap)
+
+    elif backend == "vesin":
+        from vesin import NeighborList
+
+        def call():
+            return NeighborList(cutoff=cutoff, full_list=True).compute(atoms.positions, atoms.cell.array, True, quantities="ijS")
+
+    else:
+        from ase.neighborlist import neighbor_list
+
+        def call():
+            return neighbor_list("ijS", atoms, cutoff)
+
+    result: Dict[str, Any] = {"atoms": len(atoms)}
+    with _PeakRss() as rss:
+        call()
+        result["seconds"] = _timed(call, task["repeats"])
+    result["peak_rss_gb"] = rss.peak / BYTES_PER_GB
+    return result
+
+
+# --------------------------------------------------------------------------- driver
+def run_worker(task: Dict[str, Any], memory_limit_gb: float) -> Dict[str, Any]:
+    """Run ``task`` in a fresh interpreter; kill it above ``memory_limit_gb`` of RSS."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(task)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(HERE))
+    peak = 0
+    start = time.time()
+    while process.poll() is None:
+        peak = max(peak, _rss_bytes(process.pid))
+        if peak > memory_limit_gb * BYTES_PER_GB:
+            process.kill()
+            process.wait()
+            return {"failed": f"killed above {memory_limit_gb:.0f} GB RSS"}
+        if time.time() - start > WORKER_TIMEOUT_SECONDS:
+            process.kill()
+            process.wait()
+            return {"failed": f"timed out after {WORKER_TIMEOUT_SECONDS} s"}
+        time.sleep(RSS_POLL_SECONDS)
+    stdout, stderr = process.communicate()
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if process.returncode != 0 or not lines:
+        message = (stderr.strip().splitlines() or ["no output"])[-1]
+        return {"failed": f"exit {process.returncode}: {message[:160]}"}
+    return json.loads(lines[-1])
+
+
+def matmul_peak_gflops(threads: int) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    a = torch.randn(MATMUL_SIZE, MATMUL_SIZE)
+    b = torch.randn(MATMUL_SIZE, MATMUL_SIZE)
+    torch.mm(a, b)
+    seconds = _timed(lambda: torch.mm(a, b), 3)
+    return 2 * MATMUL_SIZE**3 / seconds / 1e9
+
+
+def prepare_artifacts(work: Path, models: List[str]) -> Dict[str, Dict[str, str]]:
+    from ocpdeploy.exporter import export_checkpoint
+    from ocpdeploy.exporter.random_checkpoint import PUBLISHED, write_random_checkpoint
+
+    paths: Dict[str, Dict[str, str]] = {}
+    for name in models:
+        model_name, attributes = PUBLISHED[name]
+        checkpoint = work / f"{name}.pt"
+        write_random_checkpoint(model_name, attributes, checkpoint, seed=0, noise=0.0)
+        paths[name] = {"checkpoint": str(checkpoint)}
+        for format, suffix in (("torchscript", "_ts.pt"), ("onnx", ".onnx")):
+            output = work / f"{name}{suffix}"
+            export_checkpoint(str(checkpoint), str(output), format=format)
+            paths[name][format] = str(output)
+        print(f"exported {name}", file=sys.stderr, flush=True)
+    return paths
+
+
+def _repeats(structure_name: str) -> int:
+    return 5 if structure_name.startswith("slab") else 1
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="slab and 1,008-atom bulk only")
+    parser.add_argument("--memory-limit", type=float, default=20.0, help="GB of RSS above which a worker is killed")
+    parser.add_argument("--out", default=str(HERE / "results"))
+    args = parser.parse_args(argv)
+    if args.worker:
+        task = json.loads(args.worker)
+        print(json.dumps(graph_worker(task) if "backend" in task else worker(task)))
+        return
+
+    sys.path.insert(0, str(HERE))
+    from fairchem_reference import available
+
+    engines = ENGINES if available() else ENGINES[1:]
+    cases = QUICK_CASES if args.quick else CASES
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="ocp-deploy-compare-"))
+    paths = prepare_artifacts(work, MODELS)
+    results: Dict[str, Any] = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads",
+        "engines": engines,
+        "matmul_peak_gflops": matmul_peak_gflops(args.threads),
+        "runs": [],
+        "graphs": [],
+    }
+    for structure_name, models in cases.items():
+        for model in models:
+            for engine in engines:
+                task = {
+                    "engine": engine, "structure": structure_name, "threads": args.threads, "repeats": _repeats(structure_name),
+                    "checkpoint": paths[model]["checkpoint"], "artifact": paths[model].get(engine),
+                }
+                print(f"{model} {structure_name} {engine} ...", file=sys.stderr, flush=True)
+                result = run_worker(task, args.memory_limit)
+                results["runs"].append({"model": model, "structure": structure_name, "engine": engine, **result})
+                print(f"  {result}", file=sys.stderr, flush=True)
+    backends = (["reference"] if "reference" in engines else []) + ["ours", "vesin", "ase"]
+    for structure_name, (cutoff, cap) in GRAPH_CASES.items():
+        for backend in backends:
+            task = {"backend": backend, "structure": structure_name, "cutoff": cutoff, "cap": cap, "threads": args.threads, "repeats": 3}
+            print(f"graph {structure_name} {backend} ...", file=sys.stderr, flush=True)
+            result = run_worker(task, args.memory_limit)
+            results["graphs"].append({"structure": structure_name, "cutoff": cutoff, "cap": cap, "backend": backend, **result})
+            print(f"  {result}", file=sys.stderr, flush=True)
+    (out / "compare.json").write_text(json.dumps(results, indent=1) + "\n")
+    markdown = render_markdown(results)
+    (out / "compare.md").write_text(markdown)
+    plot(results, out / "compare.png")
+    print(markdown)
+
+
+# --------------------------------------------------------------------------- report
+def _painn_flops(edges: int, atoms: int) -> float:
+    return 2 * (PAINN_MACS_PER_ATOM * atoms + PAINN_MACS_PER_EDGE * edges)
+
+
+def render_markdown(results: Dict[str, Any]) -> str:
+    baseline = "reference" if "reference" in results["engines"] else "eager"
+    lines = [
+        f"Machine: {results['machine']}; fp32 matmul peak {results['matmul_peak_gflops']:.0f} GFLOP/s (torch.mm {MATMUL_SIZE}^2).",
+        f"One energy+forces call (graph construction included), median; speed-up = {baseline} time / engine time.",
+        "",
+        "| model | structure | atoms | engine | time (s) | graph (s) | speed-up | peak RSS (GB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    runs = results["runs"]
+    for run in runs:
+        base = next((r for r in runs if r["model"] == run["model"] and r["structure"] == run["structure"] and r["engine"] == baseline), {})
+        if "failed" in run:
+            lines.append(f"| {run['model']} | {run['structure']} | | {run['engine']} | {run['failed']} | | | |")
+            continue
+        ratio = f"{base['seconds'] / run['seconds']:.1f}x" if "seconds" in base else "-"
+        graph = f"{run['graph_seconds']:.3f}" if "graph_seconds" in run else "-"
+        lines.append(
+            f"| {run['model']} | {run['structure']} | {run['atoms']} | {run['engine']} | {run['seconds']:.3f} | {graph} | {ratio} | {run['peak_rss_gb']:.2f} |"
+        )
+    lines += ["", "PaiNN h512 model time (total - graph) priced at 26.0M MAC/atom + 1.18M MAC/edge:", ""]
+    lines += ["| structure | engine | GFLOP | GFLOP/s | fraction of matmul peak |", "|---|---|---|---|---|"]
+    for run in runs:
+        if run["model"] == "painn_h512" and "graph_seconds" in run and "edges" in run:
+            flops = _painn_flops(run["edges"], run["atoms"])
+            rate = flops / max(run["seconds"] - run["graph_seconds"], 1e-9) / 1e9
+            lines.append(f"| {run['structure']} | {run['engine']} | {flops / 1e9:.0f} | {rate:.0f} | {rate / results['matmul_peak_gflops']:.0%} |")
+    lines += ["", "Graph construction alone (with the cap), median:", ""]
+    lines += ["| structure | cutoff / cap | backend | time (s) | vs vesin | peak RSS (GB) |", "|---|---|---|---|---|---|"]
+    for graph in results["graphs"]:
+        vesin = next((g for g in results["graphs"] if g["structure"] == graph["structure"] and g["backend"] == "vesin"), {})
+        if "failed" in graph:
+            lines.append(f"| {graph['structure']} | {graph['cutoff']} / {graph['cap']} | {graph['backend']} | {graph['failed']} | | |")
+            continue
+        ratio = f"{graph['seconds'] / vesin['seconds']:.1f}x" if "seconds" in vesin else "-"
+        lines.append(f"| {graph['structure']} | {graph['cutoff']} / {graph['cap']} | {graph['backend']} | {graph['seconds']:.3f} | {ratio} | {graph['peak_rss_gb']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: Dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(MODELS), figsize=(6 * len(MODELS), 4))
+    for axis, model in zip(np.atleast_1d(axes), MODELS):
+        for engine in results["engines"]:
+            points = [(r["atoms"], r["seconds"]) for r in results["runs"] if r["model"] == model and r["engine"] == engine and "seconds" in r]
+            if points:
+                x, y = zip(*sorted(points))
+                axis.loglog(x, y, marker="o", label=engine)
+        axis.set_title(f"{model}: one energy+forces call")
+        axis.set_xlabel("atoms")
+        axis.set_ylabel("seconds")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

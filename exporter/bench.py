@@ -1,0 +1,467 @@
+"""``export-model bench``: latency and memory of one energy+forces call of an artifact.
+
+What is timed, per structure size (median over ``repeats`` calls after
+``warmup`` untimed calls, wall clock ``time.perf_counter``; on CUDA every
+clock read is preceded by ``torch.cuda.synchronize``):
+
+* **total**: one ``DeployedModel.predict(atoms)`` call, the public path:
+  ase.Atoms -> arrays, input validation, graph construction, the model,
+  and the copy of the outputs to float64 numpy.
+* **graph / model**, by backend:
+
+  - ONNX: the runtime builds the graph itself, so both parts are timed
+    inside that same ``predict`` call by wrapping ``OnnxModel.graph`` (the
+    graph module) and ``OnnxModel._run_bound`` (the session run with IO
+    binding). ``other = total - graph - model`` is the rest of ``predict``.
+  - TorchScript: the artifact builds its graph internally, out of reach of
+    a timer. After each ``predict`` the same graph is built again on its own
+    with the artifact's embedded scripted graph submodule (or, for an
+    artifact without one, ``runtime.graphs.build_graph`` from the metadata)
+    and timed; ``model = total - graph`` (so it includes the host overhead).
+
+Memory, per size: on CPU the peak resident set size above its level just
+before the size's calls (warm-up included, so one-time allocations such as
+TorchScript's optimisation or ONNX Runtime's arena land in the first size;
+memory the allocators kept from earlier sizes is reused, not counted again:
+give sizes in ascending order). Linux's kernel-tracked high-water mark
+``VmHWM`` is reset through ``/proc/self/clear_refs`` before and read after
+the calls (exact, no overhead); where that reset is refused, a background thread
+samples ``VmRSS`` instead (can miss spikes shorter than the sampling period,
+and takes the GIL now and then). On CUDA: ``torch.cuda.max_memory_allocated``
+above the allocation before the calls; memory ONNX Runtime allocates on the
+GPU is not seen by torch.
+
+Structures: fcc Cu bulk (a = 3.61 A, 4-atom cubic cell repeated r x r x r,
+r chosen so the atom count is closest to the requested size), rattled with a
+seeded 0.05 A Gaussian, every tag 1 (surface, so GemNet-OC builds
+quadruplets), fully periodic.
+"""
+
+import statistics
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Tuple
+
+import torch
+from ase import Atoms
+from ase.build import bulk
+
+from ocpdeploy.runtime import DeployedModel, OnnxModel, TorchScriptModel, load_model
+from ocpdeploy.runtime.graph_gemnet_oc import MAIN_EDGE_INDEX
+from ocpdeploy.runtime.graphs import build_graph
+from ocpdeploy.runtime.keys import EDGE_INDEX
+from ocpdeploy.runtime.structures import atoms_to_arrays, stack_structures
+
+DEVICES = ("cpu", "cuda")
+
+ELEMENT = "Cu"
+LATTICE_CONSTANT = 3.61  # Angstrom
+ATOMS_PER_CUBIC_CELL = 4  # fcc
+RATTLE_STDEV = 0.05  # Angstrom
+RATTLE_SEED = 0
+SURFACE_TAG = 1
+
+# Main-graph keys of the graph modules' outputs (PaiNN, GemNet-OC).
+MAIN_EDGE_KEYS = (EDGE_INDEX, MAIN_EDGE_INDEX)
+EDGE_AXIS = 1  # edge_index is (2, E)
+
+MS_PER_S = 1000.0
+BYTES_PER_KIB = 1024
+BYTES_PER_MIB = 1024 * 1024
+PROC_STATUS = Path("/proc/self/status")
+PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+RESET_PEAK_RSS = "5"  # clear_refs command: reset VmHWM to the current VmRSS (Linux >= 4.0)
+RSS_SAMPLE_INTERVAL_S = 0.001
+MEMORY_SCOPE = "during the size's warm-up and timed calls"
+# TorchScript's profiling executor profiles, then optimises, in a process's first calls.
+TORCHSCRIPT_PROFILING_CALLS = 2
+
+COLUMNS = ("size", "atoms", "edges", "graph_ms", "model_ms", "other_ms", "total_ms", "atoms/s", "peak_MiB")
+MISSING = "-"
+
+Progress = Callable[[str], None]
+
+
+def parse_sizes(text: str) -> List[int]:
+    """``"100,1000"`` -> ``[100, 1000]``; every entry an integer >= 1."""
+    sizes = []
+    for item in text.split(","):
+        item = item.strip()
+        try:
+            size = int(item)
+        except ValueError:
+            raise ValueError(f"--sizes: {item!r} is not an integer (expected comma-separated atom counts, e.g. 100,1000)") from None
+        if size < 1:
+            raise ValueError(f"--sizes: every size must be >= 1, got {size}")
+        sizes.append(size)
+    return sizes
+
+
+def check_counts(repeats: int, warmup: int) -> None:
+    """``repeats`` >= 1 timed calls after ``warmup`` >= 0 untimed ones."""
+    if repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {repeats}")
+    if warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {warmup}")
+
+
+def cubic_repeat(size: int) -> int:
+    """The r >= 1 whose r^3-repeated cubic cell has the atom count closest to ``size`` (smaller r on ties)."""
+    repeat = 1
+    while abs(ATOMS_PER_CUBIC_CELL * (repeat + 1) ** 3 - size) < abs(ATOMS_PER_CUBIC_CELL * repeat**3 - size):
+        repeat += 1
+    return repeat
+
+
+def bulk_structure(size: int) -> Atoms:
+    """Rattled, fully periodic fcc Cu bulk with about ``size`` atoms, all tagged 1."""
+    repeat = cubic_repeat(size)
+    atoms = bulk(ELEMENT, "fcc", a=LATTICE_CONSTANT, cubic=True).repeat((repeat, repeat, repeat))
+    atoms.rattle(stdev=RATTLE_STDEV, seed=RATTLE_SEED)
+    atoms.set_tags([SURFACE_TAG] * len(atoms))
+    return atoms
+
+
+def _clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _edge_count(graph: Dict[str, torch.Tensor]) -> Optional[int]:
+    for key in MAIN_EDGE_KEYS:
+        if key in graph:
+            return int(graph[key].shape[EDGE_AXIS])
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Memory meters: start() before a size's calls, stop() -> peak growth in bytes.
+# ---------------------------------------------------------------------------
+
+
+class _MemoryMeter(Protocol):
+    description: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> Optional[int]: ...
+
+
+def _status_bytes(field: str) -> int:
+    for line in PROC_STATUS.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * BYTES_PER_KIB
+    raise OSError(f"{PROC_STATUS} has no {field}")
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        PROC_CLEAR_REFS.write_text(RESET_PEAK_RSS)
+        return _status_bytes("VmHWM") <= _status_bytes("VmRSS")
+    except OSError:
+        return False
+
+
+class _PeakRss:
+    description = f"peak RSS growth {MEMORY_SCOPE}: kernel high-water mark VmHWM (reset via /proc/self/clear_refs) minus VmRSS before"
+
+    def start(self) -> None:
+        _reset_peak_rss()
+        self.baseline = _status_bytes("VmRSS")
+
+    def stop(self) -> Optional[int]:
+        return max(0, _status_bytes("VmHWM") - self.baseline)
+
+
+class _SampledRss:
+    description = (
+        f"peak RSS growth {MEMORY_SCOPE}: VmRSS sampled every {RSS_SAMPLE_INTERVAL_S * MS_PER_S:g} ms by a background thread "
+        "(VmHWM reset refused here; spikes between samples are missed)"
+    )
+
+    def start(self) -> None:
+        self.baseline = _status_bytes("VmRSS")
+        self.peak = self.baseline
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        while not self.done.wait(RSS_SAMPLE_INTERVAL_S):
+            self.peak = max(self.peak, _status_bytes("VmRSS"))
+
+    def stop(self) -> Optional[int]:
+        self.done.set()
+        self.thread.join()
+        return max(0, max(self.peak, _status_bytes("VmRSS")) - self.baseline)
+
+
+class _NoMemory:
+    description = "peak memory: not measured (no /proc/self/status on this system)"
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> Optional[int]:
+        return None
+
+
+class _CudaPeak:
+    def __init__(self, device: torch.device, onnx: bool) -> None:
+        self.device = device
+        self.description = f"peak CUDA memory growth {MEMORY_SCOPE}: torch.cuda.max_memory_allocated minus memory_allocated before"
+        if onnx:
+            self.description += "; ONNX Runtime's own GPU allocations (the session) are NOT captured, only torch's (graph module, inputs)"
+
+    def start(self) -> None:
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.baseline = torch.cuda.memory_allocated(self.device)
+
+    def stop(self) -> Optional[int]:
+        return torch.cuda.max_memory_allocated(self.device) - self.baseline
+
+
+def _memory_meter(model: DeployedModel) -> _MemoryMeter:
+    if model.device.type == "cuda":
+        return _CudaPeak(model.device, isinstance(model, OnnxModel))
+    if not PROC_STATUS.is_file():
+        return _NoMemory()
+    return _PeakRss() if _reset_peak_rss() else _SampledRss()
+
+
+# ---------------------------------------------------------------------------
+# Timed calls: each returns (total, graph, model or None, edges) in seconds.
+# ---------------------------------------------------------------------------
+
+Sample = Tuple[float, float, Optional[float], Optional[int]]
+
+
+class _Timed:
+    """Wraps a callable; remembers the duration and the result of the last call."""
+
+    def __init__(self, function: Callable[..., Any], device: torch.device) -> None:
+        self.function = function
+        self.device = device
+        self.seconds = 0.0
+        self.result: Any = None
+
+    def __call__(self, *arguments: Any) -> Any:
+        start = _clock(self.device)
+        self.result = self.function(*arguments)
+        self.seconds = _clock(self.device) - start
+        return self.result
+
+
+class _OnnxCalls:
+    split = (
+        "ONNX: graph = the runtime's graph module (OnnxModel.graph) and model = the session run (OnnxModel._run_bound), "
+        "both timed inside the same predict call; other = total - graph - model (validation, conversions, output copy)"
+    )
+
+    def __init__(self, model: OnnxModel) -> None:
+        self.model = model
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        original_graph = self.model.graph
+        self.graph = _Timed(original_graph, self.model.device)
+        self.session = _Timed(self.model._run_bound, self.model.device)
+        self.model.graph = self.graph  # type: ignore[assignment]
+        self.model._run_bound = self.session  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            self.model.graph = original_graph
+            del self.model._run_bound
+
+    def __call__(self, atoms: Atoms) -> Sample:
+        start = _clock(self.model.device)
+        self.model.predict(atoms)
+        total = _clock(self.model.device) - start
+        return total, self.graph.seconds, self.session.seconds, _edge_count(self.graph.result)
+
+
+class _TorchScriptCalls:
+    def __init__(self, model: TorchScriptModel) -> None:
+        self.model = model
+        embedded = dict(model.module.named_children()).get("graph")
+        if embedded is not None:
+            self.graph: Callable[..., Dict[str, torch.Tensor]] = embedded
+            source = "the artifact's embedded scripted graph submodule"
+        else:
+            self.graph = build_graph(model.metadata["model_kind"], model.metadata["graph"]).to(model.device)
+            source = "runtime.graphs.build_graph(metadata) in Python"
+        self.split = (
+            f"TorchScript: the artifact builds its graph internally; graph = the same graph built again on its own by {source}, "
+            "timed after each predict; model = total - graph (includes validation, conversions, output copy)"
+        )
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        yield
+
+    def __call__(self, atoms: Atoms) -> Sample:
+        device = self.model.device
+        start = _clock(device)
+        self.model.predict(atoms)
+        total = _clock(device) - start
+        tensors = self.model._tensors(stack_structures([atoms_to_arrays(atoms)]))
+        with torch.no_grad():
+            start = _clock(device)
+            graph = self.graph(tensors["positions"], tensors["cell"], tensors["pbc"], tensors["natoms"], tensors["tags"])
+            graph_seconds = _clock(device) - start
+        return total, graph_seconds, None, _edge_count(graph)
+
+
+# ---------------------------------------------------------------------------
+# The benchmark.
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class SizeResult:
+    """Medians of one size, in seconds; ``other`` is None where it is part of ``model``."""
+
+    size: int
+    atoms: int
+    edges: Optional[int]
+    graph: float
+    model: float
+    other: Optional[float]
+    total: float
+    peak_bytes: Optional[int]
+
+    @property
+    def atoms_per_second(self) -> float:
+        return self.atoms / self.total
+
+
+class Benchmark:
+    """Load ``artifact`` on ``device`` (with ``threads``), then ``run`` sizes; a context manager restoring torch's threads."""
+
+    def __init__(self, artifact: str, device: str = "cpu", threads: Optional[int] = None) -> None:
+        if device not in DEVICES:
+            raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        self.previous_threads = torch.get_num_threads()
+        self.model = load_model(artifact, device=device, threads=threads)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.calls = _OnnxCalls(self.model) if isinstance(self.model, OnnxModel) else _TorchScriptCalls(self.model)
+        self.memory = _memory_meter(self.model)
+
+    def __enter__(self) -> "Benchmark":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        torch.set_num_threads(self.previous_threads)
+
+    @property
+    def format(self) -> str:
+        return "onnx" if isinstance(self.model, OnnxModel) else "torchscript"
+
+    def threads_description(self) -> str:
+        text = f"torch threads {torch.get_num_threads()}"
+        if isinstance(self.model, OnnxModel):
+            intra = self.model.session.get_session_options().intra_op_num_threads
+            text += f", onnxruntime intra-op threads {intra if intra > 0 else 'default (all cores)'}"
+        return text
+
+    def run(self, sizes: List[int], repeats: int, warmup: int, progress: Optional[Progress] = None) -> List[SizeResult]:
+        """Median timings and peak memory per size; ``progress(label)`` after every call."""
+        check_counts(repeats, warmup)
+        results = []
+        with self.calls.installed():
+            for size in sizes:
+                results.append(self._run_size(size, repeats, warmup, progress))
+        return results
+
+    def _run_size(self, size: int, repeats: int, warmup: int, progress: Optional[Progress]) -> SizeResult:
+        atoms = bulk_structure(size)
+        label = f"bench {len(atoms)} atoms"
+        samples: List[Sample] = []
+        self.memory.start()
+        for call in range(warmup + repeats):
+            sample = self.calls(atoms)
+            if call >= warmup:
+                samples.append(sample)
+            if progress is not None:
+                progress(label)
+        peak = self.memory.stop()
+        totals = [s[0] for s in samples]
+        graphs = [s[1] for s in samples]
+        if samples[0][2] is None:
+            models = [total - graph for total, graph in zip(totals, graphs)]
+            other: Optional[float] = None
+        else:
+            models = [0.0 if s[2] is None else s[2] for s in samples]
+            other = statistics.median([t - g - m for t, g, m in zip(totals, graphs, models)])
+        return SizeResult(
+            size=size,
+            atoms=len(atoms),
+            edges=samples[-1][3],
+            graph=statistics.median(graphs),
+            model=statistics.median(models),
+            other=other,
+            total=statistics.median(totals),
+            peak_bytes=peak,
+        )
+
+    def description(self, repeats: int, warmup: int) -> List[str]:
+        metadata = self.model.metadata
+        timing = f"timing: median of {repeats} energy+forces calls after {warmup} warm-up; total = one DeployedModel.predict call"
+        if isinstance(self.model, TorchScriptModel) and warmup < TORCHSCRIPT_PROFILING_CALLS:
+            timing += f" (TorchScript optimises during its first {TORCHSCRIPT_PROFILING_CALLS} calls: use --warmup {TORCHSCRIPT_PROFILING_CALLS} or more)"
+        return [
+            f"artifact: {self.model.path} ({metadata['model_kind']}, {self.format}, {metadata['dtype']}, forces {metadata['forces']}) "
+            f"on {self.model.device}, {self.threads_description()}",
+            f"structures: fcc {ELEMENT} bulk a={LATTICE_CONSTANT} A, cubic cell repeated r^3, rattled {RATTLE_STDEV} A "
+            f"(seed {RATTLE_SEED}), tags {SURFACE_TAG}; edges = main graph",
+            timing,
+            f"split: {self.calls.split}",
+            f"memory: {self.memory.description}",
+        ]
+
+
+# ---------------------------------------------------------------------------
+# Output.
+# ---------------------------------------------------------------------------
+
+
+def _cells(result: SizeResult) -> List[str]:
+    def ms(seconds: Optional[float]) -> str:
+        return MISSING if seconds is None else f"{seconds * MS_PER_S:.3f}"
+
+    return [
+        str(result.size),
+        str(result.atoms),
+        MISSING if result.edges is None else str(result.edges),
+        ms(result.graph),
+        ms(result.model),
+        ms(result.other),
+        ms(result.total),
+        f"{result.atoms_per_second:.1f}",
+        MISSING if result.peak_bytes is None else f"{result.peak_bytes / BYTES_PER_MIB:.1f}",
+    ]
+
+
+def format_table(description: List[str], results: List[SizeResult]) -> str:
+    """Plain-text table: the description lines, then right-aligned columns."""
+    rows = [list(COLUMNS)] + [_cells(result) for result in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows]
+    return "\n".join(description + lines)
+
+
+def format_markdown(description: List[str], results: List[SizeResult]) -> str:
+    """The same as a markdown list and table."""
+    lines = [f"- {line}" for line in description] + [""]
+    lines.append("| " + " | ".join(COLUMNS) + " |")
+    lines.append("|" + "|".join("---:" for _ in COLUMNS) + "|")
+    lines.extend("| " + " | ".join(_cells(result)) + " |" for result in results)
+    return "\n".join(lines) + "\n"
