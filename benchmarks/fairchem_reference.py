@@ -131,6 +131,6 @@ def reference_predict(model: Any, normalizers: Dict[str, float], atoms: Any) -> 
     batch = data_list_collater([a2g.convert(atoms)], otf_graph=True)
     with torch.no_grad():
         out = model(batch)
-    energy = float(out["energy"].reshape(-1)[0]) * normalizers["energy_std"] + normalizers["energy_mean"]
+    energy = float(out["energy"].detach().reshape(-1)[0]) * normalizers["energy_std"] + normalizers["energy_mean"]
     forces = out["forces"].detach().double().numpy() * normalizers["forces_std"]
     return {"energy": energy, "forces": forces}

@@ -57,7 +57,7 @@ GEMNET_SMALL = {
     "num_before_skip": 1, "num_after_skip": 1, "num_concat": 1, "num_atom": 2, "num_output_afteratom": 1,
     "num_atom_emb_layers": 1, "num_global_out_layers": 1,
     "cutoff": 6.0, "cutoff_qint": 6.0, "cutoff_aeaint": 6.0, "cutoff_aint": 6.0,
-    "max_neighbors": 12, "max_neighbors_qint": 5, "max_neighbors_aeaint": 7, "max_neighbors_aint": 40,
+    "max_neighbors": 12, "max_neighbors_qint": 5, "max_neighbors_aeaint": 7, "max_neighbors_aint": 50,
     "rbf": {"name": "gaussian"}, "envelope": {"name": "polynomial", "exponent": 5},
     "cbf": {"name": "spherical_harmonics"}, "sbf": {"name": "legendre_outer"},
     "extensive": True, "output_init": "HeOrthogonal", "activation": "silu",
@@ -201,8 +201,8 @@ def main():
                 stats = _graph_stats(model, model_name, batch, arrays, structure)
             energy = out["energy"].detach().reshape(-1) * OC20_STD + OC20_ENERGY_MEAN
             forces = out["forces"].detach() * OC20_STD
-            arrays[f"{structure}/pos_input"] = batch.pos.numpy()
-            arrays[f"{structure}/cell_input"] = batch.cell.numpy()
+            arrays[f"{structure}/pos_input"] = batch.pos.detach().numpy()
+            arrays[f"{structure}/cell_input"] = batch.cell.detach().numpy()
             arrays[f"{structure}/energy"] = energy.numpy().astype(np.float32)
             arrays[f"{structure}/forces"] = forces.numpy().astype(np.float32)
             entry["outputs"][structure] = {"energy": float(energy[0]), "max_abs_force": float(forces.abs().max()), "min_gap": worst}
