@@ -164,6 +164,11 @@ class OnnxModel(DeployedModel):
         self.path = path
         self.device = _device(device)
         options = onnxruntime.SessionOptions()
+        # No CPU memory arena: graph sizes change from call to call (MD
+        # steps, batches) and the arena keeps and fragments what it grew to
+        # (measured: GemNet-OC base, 1,008-atom bulk, two calls: above 20 GB
+        # with the arena).
+        options.enable_cpu_mem_arena = False
         if threads is not None:
             if threads < 1:
                 raise ValueError(f"threads must be >= 1, got {threads}")

@@ -39,6 +39,7 @@ from .gemnet_oc_layers import (
     QuadrupletInteraction,
     ResidualLayer,
     TripletInteraction,
+    pad_groups,
 )
 from .layers import check_radial_options
 
@@ -306,7 +307,8 @@ class GemNetOCCore(nn.Module):
         rad_cir, cir = self.cbf_basis_tint(d_main, cos_cab)
         bases["e2e_rad"] = self.mlp_rbf_tint(rad_main)
         bases["e2e_w1"] = self.mlp_cbf_tint(rad_cir)
-        bases["e2e_cir"] = cir
+        num_main = d_main.shape[0]
+        bases["e2e_cir"] = pad_groups(cir, graph["trip_e2e_out"], graph["trip_e2e_slot"], graph["trip_e2e_kmax"], num_main)
 
         if (
             self.cbf_basis_qint is not None and self.sbf_basis_qint is not None
@@ -344,7 +346,7 @@ class GemNetOCCore(nn.Module):
             bases["qint_rad"] = self.mlp_rbf_qint(rad_main)
             bases["qint_cir"] = self.mlp_cbf_qint.project(rad_cir_q, cir_q, tin_out)
             bases["qint_w1"] = self.mlp_sbf_qint(rad_sph_q)
-            bases["qint_sph"] = sph_q
+            bases["qint_sph"] = pad_groups(sph_q, graph["quad_out"], graph["quad_slot"], graph["quad_kmax"], num_main)
 
         if self.radial_basis_aeaint is not None:
             d_ae, v_ae = self._edge_geometry(
@@ -361,7 +363,9 @@ class GemNetOCCore(nn.Module):
                 )
                 bases["a2e_rad"] = self.mlp_rbf_aeint(self.radial_basis_aeaint(d_ae))
                 bases["a2e_w1"] = self.mlp_cbf_aeint(rad_cir_a2e)
-                bases["a2e_cir"] = cir_a2e
+                bases["a2e_cir"] = pad_groups(
+                    cir_a2e, graph["trip_a2e_out"], graph["trip_a2e_slot"], graph["trip_a2e_kmax"], num_main
+                )
             if (
                 self.cbf_basis_eaint is not None and self.mlp_rbf_eaint is not None
                 and self.mlp_cbf_eaint is not None
@@ -373,13 +377,19 @@ class GemNetOCCore(nn.Module):
                 )
                 bases["e2a_rad"] = self.mlp_rbf_eaint(rad_main)
                 bases["e2a_w1"] = self.mlp_cbf_eaint(rad_cir_e2a)
-                bases["e2a_cir"] = cir_e2a
+                bases["e2a_cir"] = pad_groups(
+                    cir_e2a, e2a_out, graph["trip_e2a_slot"], graph["trip_e2a_kmax"], d_ae.shape[0]
+                )
 
         if self.radial_basis_aint is not None and self.mlp_rbf_aint is not None:
             d_a2a, _ = self._edge_geometry(
                 positions, cell, batch, graph["a2a_edge_index"], graph["a2a_cell_offsets"]
             )
-            bases["a2a_w1"] = self.mlp_rbf_aint(self.radial_basis_aint(d_a2a))
+            a2a_target = graph["a2a_edge_index"][1]
+            bases["a2a_w1"] = pad_groups(
+                self.mlp_rbf_aint(self.radial_basis_aint(d_a2a)), a2a_target, graph["a2a_slot"], graph["a2a_kmax"],
+                positions.shape[0],
+            )
 
         bases["atom_update"] = self.mlp_rbf_h(rad_main)
         bases["output"] = self.mlp_rbf_out(rad_main)

@@ -13,7 +13,8 @@ ONNX:
   again per target atom, flattened (I*in) and mapped by the bias-free
   ``bilinear`` Dense. The first sum is the reference's: ``sph`` and ``m``
   are copied into (E, K, S) / (E, K, in) at ``[out, slot]`` (unique
-  positions, K the largest group) and contracted with one batched matmul;
+  positions, K the largest group; the shared bases once per model, the
+  messages per block) and contracted with one batched matmul;
   that never forms the (T, S, in) outer product, which for the base model's
   6.7M quadruplets on a 1,008-atom bulk would be 42 GB.
 
@@ -76,24 +77,27 @@ class EdgeEmbedding(nn.Module):
         return self.dense(torch.cat([h[edge_index[0]], h[edge_index[1]], m], dim=-1))
 
 
-def _padded(values: Tensor, position: Tensor, num_groups: int, width: int) -> Tensor:
-    """(T, C) values copied to (num_groups, width, C) zeros at flat ``position`` (unique)."""
-    padded = torch.zeros((num_groups * width, values.shape[1]), dtype=values.dtype, device=values.device)
-    return padded.index_put((position,), values).reshape(num_groups, width, values.shape[1])
+def pad_groups(values: Tensor, out: Tensor, slot: Tensor, kmax: Tensor, num_groups: int) -> Tensor:
+    """(T, C) -> (num_groups, K, C): ``values[t]`` at ``[out[t], slot[t]]``, zeros elsewhere.
 
-
-def grouped_outer_sum(a: Tensor, b: Tensor, out: Tensor, slot: Tensor, kmax: Tensor, num_groups: int) -> Tensor:
-    """``result[g] = sum_{t: out[t] = g} a[t] (x) b[t]``: (T, S), (T, C) -> (num_groups, S, C).
-
-    ``out`` (T,) sorted, ``slot`` (T,) the position within its group and
-    ``kmax`` (K,) with K the largest group (``runtime.graph_gemnet_oc._slots``).
-    Both factors are padded to (num_groups, K, .) and contracted with one
-    batched matmul: exact sums without forming the (T, S, C) outer product,
-    and in ONNX only copies to unique positions (no accumulating scatter).
+    ``out`` (T,) sorted destination, ``slot`` (T,) the position within its
+    group, ``kmax`` (K,) with K the largest group (``runtime.graph_gemnet_oc._slots``);
+    positions are unique, so in ONNX this is a plain copy (no accumulation).
     """
     width = kmax.shape[0]
-    position = out * width + slot
-    return torch.matmul(_padded(a, position, num_groups, width).transpose(1, 2), _padded(b, position, num_groups, width))
+    padded = torch.zeros((num_groups * width, values.shape[1]), dtype=values.dtype, device=values.device)
+    return padded.index_put((out * width + slot,), values).reshape(num_groups, width, values.shape[1])
+
+
+def grouped_outer_sum(a_padded: Tensor, b: Tensor, out: Tensor, slot: Tensor, kmax: Tensor) -> Tensor:
+    """``result[g] = sum_{t: out[t] = g} a[t] (x) b[t]``: (G, K, S) padded ``a``, (T, C) -> (G, S, C).
+
+    ``a`` comes padded (``pad_groups``, done once per model for the bases
+    every block shares); ``b`` is padded the same way and both are
+    contracted with one batched matmul: exact sums without forming the
+    (T, S, C) outer product.
+    """
+    return torch.matmul(a_padded.transpose(1, 2), pad_groups(b, out, slot, kmax, a_padded.shape[0]))
 
 
 class BasisEmbedding(nn.Module):
@@ -131,9 +135,9 @@ class BasisEmbedding(nn.Module):
 class EfficientInteractionBilinear(nn.Module):
     """Sum over triplets/quadruplets and bilinear map (index_add form).
 
-    ``forward(rad_w1 (Eo, I, S), sph (T, S), m (T, in), out (T,), slot (T,), kmax (K,))
-    -> (Eo, out_size)``; ``out`` sorted, ``slot`` the position within its
-    group, K the largest group (``runtime.graph_gemnet_oc._slots``);
+    ``forward(rad_w1 (Eo, I, S), sph (Eo, K, S) padded by ``pad_groups``, m (T, in),
+    out (T,), slot (T,), kmax (K,)) -> (Eo, out_size)``; ``out`` sorted,
+    ``slot`` the position within its group, K the largest group;
     ``forward_to_atoms`` adds a second sum of the per-edge results into
     ``num_atoms`` targets (``idx_agg2``).
     """
@@ -148,7 +152,7 @@ class EfficientInteractionBilinear(nn.Module):
         self.bilinear = Dense(emb_size_in * emb_size_interm, emb_size_out)
 
     def _sph_m(self, rad_w1: Tensor, sph: Tensor, m: Tensor, out: Tensor, slot: Tensor, kmax: Tensor) -> Tensor:
-        return grouped_outer_sum(sph, m, out, slot, kmax, rad_w1.shape[0])  # (Eo, S, in)
+        return grouped_outer_sum(sph, m, out, slot, kmax)  # (Eo, S, in)
 
     def forward(self, rad_w1: Tensor, sph: Tensor, m: Tensor, out: Tensor, slot: Tensor, kmax: Tensor) -> Tensor:
         x = torch.matmul(rad_w1, self._sph_m(rad_w1, sph, m, out, slot, kmax))  # (Eo, I, in)
@@ -272,10 +276,11 @@ class PairInteraction(nn.Module):
         self.up_projection = Dense(emb_size_pair_out, emb_size_atom, activation=True)
 
     def forward(self, h: Tensor, rad_w1: Tensor, edge_index: Tensor, slot: Tensor, kmax: Tensor) -> Tensor:
-        """``rad_w1`` (Ea, emb_rbf) from ``mlp_rbf_aint``; ``edge_index[1]`` sorted, ``slot``/``kmax`` its slots."""
+        """``rad_w1`` (N, K, emb_rbf): ``mlp_rbf_aint`` of the a2a edges padded by target
+        (``pad_groups``); ``edge_index[1]`` sorted, ``slot``/``kmax`` its slots."""
         num_atoms = h.shape[0]
         x_ba = self.down_projection(h)[edge_index[0]]  # (Ea, pair_in)
-        x = grouped_outer_sum(rad_w1, x_ba, edge_index[1], slot, kmax, num_atoms)  # (N, rbf, pair_in)
+        x = grouped_outer_sum(rad_w1, x_ba, edge_index[1], slot, kmax)  # (N, rbf, pair_in)
         h_out = self.scale_rbf_sum(self.bilinear(x.reshape(num_atoms, x.shape[1] * x.shape[2])))
         return self.up_projection(h_out)
 
