@@ -11,7 +11,9 @@ cells (tags 1, so GemNet-OC builds quadruplets), and for PaiNN a ~10,000-atom
 bulk. Every (model, engine, structure) runs in a fresh worker process: one
 warm-up call, then the median of the timed energy+forces calls (graph
 construction included), the graph-construction part alone (same graph
-module, timed separately), and the worker's peak RSS; a worker whose RSS
+module, timed separately), and the worker's peak RSS (with
+``OCPDEPLOY_KEEP_FREED_MEMORY=1`` our engines run with
+``ocpdeploy.runtime.allocator.keep_freed_memory``); a worker whose RSS
 passes ``--memory-limit`` GB is killed and reported as such. Graph
 construction alone is compared for the reference ``radius_graph_pbc``, ours,
 vesin and ase.neighborlist. A PaiNN h512 forward pass is priced in FLOPs
@@ -44,6 +46,7 @@ BYTES_PER_GB = 1024**3
 KB_PER_GB = 1024**2
 RSS_POLL_SECONDS = 0.05
 WORKER_TIMEOUT_SECONDS = 1800
+FAILURE_MESSAGE_CHARACTERS = 80
 RATTLE = 0.05  # Angstrom
 MATMUL_SIZE = 4096
 PAINN_MACS_PER_ATOM = 26.0e6
@@ -148,8 +151,10 @@ def worker(task: Dict[str, Any]) -> Dict[str, Any]:
     elif engine == "eager":
         from ocpdeploy.exporter.checkpoint import load_rewrite
         from ocpdeploy.exporter.deployed import PhysicalModel
+        from ocpdeploy.runtime.allocator import keep_freed_memory
         from ocpdeploy.runtime.structures import atoms_to_arrays
 
+        keep_freed_memory()  # as load_model does for the artifacts (opt-in, environment)
         core, graph, checkpoint = load_rewrite(task["checkpoint"])
         core.requires_grad_(False)
         n = checkpoint.normalizers
@@ -284,7 +289,9 @@ def run_worker(task: Dict[str, Any], memory_limit_gb: float) -> Dict[str, Any]:
     lines = [line for line in stdout.splitlines() if line.startswith("{")]
     if process.returncode != 0 or not lines:
         message = (stderr.strip().splitlines() or ["no output"])[-1]
-        return {"failed": f"exit {process.returncode}: {message[:160]}"}
+        if "can't allocate memory" in message:
+            message = "out of memory"
+        return {"failed": f"exit {process.returncode}: {message[:FAILURE_MESSAGE_CHARACTERS]}"}
     return json.loads(lines[-1])
 
 

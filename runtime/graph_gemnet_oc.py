@@ -78,6 +78,7 @@ import torch
 from torch import Tensor, nn
 
 from .radius_graph import batched_radius_graph_pbc
+from .slots import group_offsets, inner_index, slots
 
 # Keys of the returned dictionary (see module docstring for shapes).
 MAIN_EDGE_INDEX: Final[str] = "main_edge_index"  # (2, E) int64
@@ -156,34 +157,6 @@ def resolve_cutoffs(
     return float(cutoff), c_qint, c_aeaint, c_aint, int(max_neighbors), m_qint, m_aeaint, m_aint
 
 
-def _group_offsets(counts: Tensor) -> Tensor:
-    """Exclusive cumulative sum: the first position of each group, (G,)."""
-    return torch.cumsum(counts, dim=0) - counts
-
-
-def _inner_index(sorted_index: Tensor, num_groups: int) -> Tensor:
-    """Enumerate entries within groups of a sorted index: [0 0 1 1 1] -> [0 1 0 1 2]."""
-    counts = torch.zeros(num_groups, dtype=torch.long, device=sorted_index.device)
-    counts.index_add_(0, sorted_index, torch.ones_like(sorted_index))
-    first = _group_offsets(counts)
-    return torch.arange(sorted_index.shape[0], device=sorted_index.device) - first[sorted_index]
-
-
-def _slots(sorted_out: Tensor, num_groups: int) -> Tuple[Tensor, Tensor]:
-    """Aggregation slots of a sorted destination index (T,).
-
-    Returns ``slot`` (T,): the position of each entry within its destination
-    group, and ``kmax`` (K,) zeros whose length K is the largest group size:
-    the model pads entries into (num_groups, K, ...) at ``[out, slot]`` and
-    sums them with a batched matmul (the reference's ``out_agg`` / Kmax
-    layout; K travels as a tensor length so that ONNX sees it as a dynamic
-    dimension).
-    """
-    slot = _inner_index(sorted_out, num_groups)
-    largest = int(slot.max()) + 1 if slot.shape[0] > 0 else 0
-    return slot, torch.zeros(largest, dtype=torch.long, device=sorted_out.device)
-
-
 def _cap_by_distance(target: Tensor, distance: Tensor, num_atoms: int, max_neighbors: int) -> Tensor:
     """Strict cap (``get_max_neighbors_mask`` with ``enforce_max_strictly``).
 
@@ -197,7 +170,7 @@ def _cap_by_distance(target: Tensor, distance: Tensor, num_atoms: int, max_neigh
     by_distance = torch.sort(distance, stable=True).indices
     by_target = torch.sort(target[by_distance], stable=True).indices
     order = by_distance[by_target]
-    rank = torch.arange(target.shape[0], device=target.device) - _group_offsets(counts)[target[order]]
+    rank = torch.arange(target.shape[0], device=target.device) - group_offsets(counts)[target[order]]
     keep = torch.zeros_like(target, dtype=torch.bool)
     keep[order] = rank < max_neighbors
     return keep
@@ -216,7 +189,7 @@ def _neighbor_lists(
     order = by_key[by_center]
     counts = torch.zeros(num_atoms, dtype=torch.long, device=center_of_entry.device)
     counts.index_add_(0, center_of_entry, torch.ones_like(center_of_entry))
-    return order, _group_offsets(counts), counts
+    return order, group_offsets(counts), counts
 
 
 def _expand(query_atom: Tensor, order: Tensor, first: Tensor, counts: Tensor) -> Tuple[Tensor, Tensor]:
@@ -229,7 +202,7 @@ def _expand(query_atom: Tensor, order: Tensor, first: Tensor, counts: Tensor) ->
     query_id = torch.repeat_interleave(torch.arange(query_atom.shape[0], device=device), per_query)
     start = torch.repeat_interleave(first[query_atom], per_query)
     within = torch.arange(query_id.shape[0], device=device) - torch.repeat_interleave(
-        _group_offsets(per_query), per_query
+        group_offsets(per_query), per_query
     )
     return query_id, order[start + within]
 
@@ -363,7 +336,7 @@ class GemNetOCGraph(nn.Module):
         kept_batch = edge_batch[kept_ids]
         counts = torch.zeros(num_structures, dtype=torch.long, device=source.device)
         counts.index_add_(0, kept_batch, torch.ones_like(kept_batch))
-        first = _group_offsets(counts)
+        first = group_offsets(counts)
         rank = torch.arange(kept_ids.shape[0], device=source.device) - first[kept_batch]
         position = 2 * first[kept_batch] + rank  # kept edge, per structure first
         position_flip = position + counts[kept_batch]  # its counter edge
@@ -442,13 +415,13 @@ class GemNetOCGraph(nn.Module):
         num_qint = qint_index.shape[1]
         per_inter = torch.zeros(num_qint, dtype=torch.long, device=device)
         per_inter.index_add_(0, trip_in_out, torch.ones_like(trip_in_out))
-        first_in = _group_offsets(per_inter)
+        first_in = group_offsets(per_inter)
         per_trip_out = per_inter[trip_out_in]
         trip_out_to_quad = torch.repeat_interleave(
             torch.arange(trip_out_out.shape[0], device=device), per_trip_out
         )
         within = torch.arange(trip_out_to_quad.shape[0], device=device) - torch.repeat_interleave(
-            _group_offsets(per_trip_out), per_trip_out
+            group_offsets(per_trip_out), per_trip_out
         )
         trip_in_to_quad = first_in[trip_out_in[trip_out_to_quad]] + within
         quad_out = trip_out_out[trip_out_to_quad]
@@ -510,7 +483,7 @@ class GemNetOCGraph(nn.Module):
         if self.atom_interaction:
             out["a2a_edge_index"] = edge_index
             out["a2a_cell_offsets"] = offsets
-            out["a2a_slot"], out["a2a_kmax"] = _slots(edge_index[1], num_atoms)
+            out["a2a_slot"], out["a2a_kmax"] = slots(edge_index[1], num_atoms)
         ae_index = edge_index
         ae_offsets = offsets
         if self.atom_edge_interaction or self.edge_atom_interaction:
@@ -557,26 +530,26 @@ class GemNetOCGraph(nn.Module):
         trip_in, trip_out = self._triplets(main_index, num_atoms)
         out["trip_e2e_in"] = trip_in
         out["trip_e2e_out"] = trip_out
-        out["trip_e2e_slot"], out["trip_e2e_kmax"] = _slots(trip_out, num_main)
+        out["trip_e2e_slot"], out["trip_e2e_kmax"] = slots(trip_out, num_main)
         if self.quad_interaction:
             quad = self._quadruplets(main_index, main_offsets, qint_index, qint_offsets, num_atoms)
             for key, value in quad.items():
                 out[key] = value
-            out["quad_slot"], out["quad_kmax"] = _slots(quad["quad_out"], num_main)
+            out["quad_slot"], out["quad_kmax"] = slots(quad["quad_out"], num_main)
         if self.atom_edge_interaction:
             trip_in, trip_out = self._mixed_triplets(
                 ae_index, ae_offsets, main_index, main_offsets, num_atoms, False
             )
             out["trip_a2e_in"] = trip_in
             out["trip_a2e_out"] = trip_out
-            out["trip_a2e_slot"], out["trip_a2e_kmax"] = _slots(trip_out, num_main)
+            out["trip_a2e_slot"], out["trip_a2e_kmax"] = slots(trip_out, num_main)
         if self.edge_atom_interaction:
             trip_in, trip_out = self._mixed_triplets(
                 main_index, main_offsets, ae_index, ae_offsets, num_atoms, False
             )
             out["trip_e2a_in"] = trip_in
             out["trip_e2a_out"] = trip_out
-            out["trip_e2a_slot"], out["trip_e2a_kmax"] = _slots(trip_out, ae_index.shape[1])
+            out["trip_e2a_slot"], out["trip_e2a_kmax"] = slots(trip_out, ae_index.shape[1])
         ordered: Dict[str, Tensor] = {}
         for name in self.input_names:
             ordered[name] = out[name]

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from ase import Atoms
 
+from .allocator import keep_freed_memory
 from .graphs import build_graph
 from .keys import RACE_FREE_KEY, ENERGY, FORCES, FORCES_DIRECT, METADATA_FILE, STRESS
 from .metadata import ArtifactError, check_metadata, from_onnx_props
@@ -252,10 +253,15 @@ _NUMPY_TYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.int6
 
 
 def load_model(path: str, device: str = "cpu", threads: Optional[int] = None) -> DeployedModel:
-    """Load a ``.pt`` (TorchScript) or ``.onnx`` artifact."""
+    """Load a ``.pt`` (TorchScript) or ``.onnx`` artifact.
+
+    With ``OCPDEPLOY_KEEP_FREED_MEMORY=1`` in the environment it also keeps
+    freed memory in the process heap from now on (``allocator.keep_freed_memory``).
+    """
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"artifact not found: {path}")
+    keep_freed_memory()
     if file.suffix == ".onnx":
         return OnnxModel(str(file), device=device, threads=threads)
     if file.suffix == ".pt":

@@ -39,9 +39,8 @@ from .gemnet_oc_layers import (
     QuadrupletInteraction,
     ResidualLayer,
     TripletInteraction,
-    pad_groups,
 )
-from .layers import check_radial_options
+from .layers import check_radial_options, pad_groups
 
 # Smallest |cross product| in the dihedral angle (reference ``get_angle``).
 DIHEDRAL_EPS: float = 1.0e-9

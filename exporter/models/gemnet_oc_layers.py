@@ -28,7 +28,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .layers import ScaleFactor, ScaledSiLU
+from .layers import ScaleFactor, ScaledSiLU, pad_groups
 
 INV_SQRT_2: float = 1.0 / math.sqrt(2.0)
 
@@ -75,18 +75,6 @@ class EdgeEmbedding(nn.Module):
 
     def forward(self, h: Tensor, m: Tensor, edge_index: Tensor) -> Tensor:
         return self.dense(torch.cat([h[edge_index[0]], h[edge_index[1]], m], dim=-1))
-
-
-def pad_groups(values: Tensor, out: Tensor, slot: Tensor, kmax: Tensor, num_groups: int) -> Tensor:
-    """(T, C) -> (num_groups, K, C): ``values[t]`` at ``[out[t], slot[t]]``, zeros elsewhere.
-
-    ``out`` (T,) sorted destination, ``slot`` (T,) the position within its
-    group, ``kmax`` (K,) with K the largest group (``runtime.graph_gemnet_oc._slots``);
-    positions are unique, so in ONNX this is a plain copy (no accumulation).
-    """
-    width = kmax.shape[0]
-    padded = torch.zeros((num_groups * width, values.shape[1]), dtype=values.dtype, device=values.device)
-    return padded.index_put((out * width + slot,), values).reshape(num_groups, width, values.shape[1])
 
 
 def grouped_outer_sum(a_padded: Tensor, b: Tensor, out: Tensor, slot: Tensor, kmax: Tensor) -> Tensor:

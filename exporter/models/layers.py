@@ -122,3 +122,15 @@ def check_radial_options(rbf: dict, envelope: dict) -> None:
 def inv_sqrt(n: float) -> float:
     """``1 / sqrt(n)`` as the reference computes its constants."""
     return 1.0 / math.sqrt(n)
+
+
+def pad_groups(values: Tensor, out: Tensor, slot: Tensor, kmax: Tensor, num_groups: int) -> Tensor:
+    """(T, C) -> (num_groups, K, C): ``values[t]`` at ``[out[t], slot[t]]``, zeros elsewhere.
+
+    ``out`` (T,) sorted destination, ``slot`` (T,) the position within its
+    group, ``kmax`` (K,) with K the largest group (``runtime/slots.py``);
+    positions are unique, so in ONNX this is a plain copy (no accumulation).
+    """
+    width = kmax.shape[0]
+    padded = torch.zeros((num_groups * width, values.shape[1]), dtype=values.dtype, device=values.device)
+    return padded.index_put((out * width + slot,), values).reshape(num_groups, width, values.shape[1])
