@@ -12,7 +12,6 @@ timed side by side with the reference in ``benchmarks/compare.py``).
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +26,8 @@ from ocpdeploy.exporter.checkpoint import load_rewrite
 from ocpdeploy.exporter.deployed import PhysicalModel
 from ocpdeploy.runtime import load_model
 from ocpdeploy.runtime.structures import atoms_to_arrays
+
+from compare import _timed  # noqa: E402  (benchmarks/ is the script's folder)
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 REPEATS = 5
@@ -56,13 +57,8 @@ def slab_100():
 
 
 def median_time(fn):
-    fn()
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    fn()  # warm-up
+    return _timed(fn, REPEATS)
 
 
 def main():

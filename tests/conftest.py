@@ -85,6 +85,18 @@ def reference_inputs(reference_data, structures_json, name):
     }
 
 
+def assert_main_graph_matches(graph, reference_data, structure):
+    """Our GemNet-OC main graph equals the reference's as a set of (s, t, offset) edges, without duplicates."""
+    edge_index = graph["main_edge_index"]
+    offsets = graph["main_cell_offsets"].to(torch.long)
+    mine = {(int(s), int(t), *map(int, o)) for s, t, o in zip(edge_index[0], edge_index[1], offsets)}
+    reference_index = reference_data[f"{structure}/main_graph_edge_index"].astype(int)
+    reference_offsets = reference_data[f"{structure}/main_graph_cell_offset"].astype(int)
+    expected = {(s, t, *o) for s, t, o in zip(reference_index[0], reference_index[1], reference_offsets.tolist())}
+    assert mine == expected
+    assert len(mine) == edge_index.shape[1]
+
+
 def run_python(code, env_extra=None):
     """Run code in a fresh interpreter; returns CompletedProcess."""
     env = dict(os.environ)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CHECKPOINTS, REFERENCE, STRUCTURES, assert_parity
+from conftest import CHECKPOINTS, REFERENCE, STRUCTURES, assert_main_graph_matches, assert_parity
 from ocpdeploy.exporter.checkpoint import load_rewrite
 from ocpdeploy.exporter.deployed import PhysicalModel
 from ocpdeploy.runtime import load_model
@@ -108,13 +108,7 @@ def test_graphs_match_reference(rewrites, model, structure):
         return
     _, graph = rewrites(model)
     prepared = graph(x["positions"], x["cell"], x["pbc"], x["natoms"], x["tags"])
-    edge_index = prepared["main_edge_index"]
-    offsets = prepared["main_cell_offsets"].to(torch.long)
-    mine = {(int(s), int(t), *map(int, o)) for s, t, o in zip(edge_index[0], edge_index[1], offsets)}
-    reference_index = data[f"{structure}/main_graph_edge_index"].astype(int)
-    reference_offsets = data[f"{structure}/main_graph_cell_offset"].astype(int)
-    expected = {(s, t, *o) for s, t, o in zip(reference_index[0], reference_index[1], reference_offsets.tolist())}
-    assert mine == expected and len(mine) == edge_index.shape[1]
+    assert_main_graph_matches(prepared, data, structure)
     stats = GENERATED[model]["graph_stats"][structure]
     counts = {key: int(prepared[COUNT_KEYS[key]].shape[-1]) for key in stats if COUNT_KEYS[key] in prepared}
     assert counts == {key: stats[key] for key in counts}
