@@ -77,7 +77,7 @@ from typing import Dict, Final, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .radius_graph import batched_radius_graph_pbc
+from .radius_graph import batched_radius_graph_pbc, cap_neighbors
 from .slots import group_offsets, inner_index, slots
 
 # Keys of the returned dictionary (see module docstring for shapes).
@@ -163,17 +163,8 @@ def _cap_by_distance(target: Tensor, distance: Tensor, num_atoms: int, max_neigh
     ``target`` (E,) sorted; keeps the ``max_neighbors`` shortest edges of each
     target (ties by edge order); survivors keep their order. Returns a mask.
     """
-    counts = torch.zeros(num_atoms, dtype=torch.long, device=target.device)
-    counts.index_add_(0, target, torch.ones_like(target))
-    if target.shape[0] == 0 or max_neighbors <= 0 or int(counts.max().item()) <= max_neighbors:
-        return torch.ones_like(target, dtype=torch.bool)
-    by_distance = torch.sort(distance, stable=True).indices
-    by_target = torch.sort(target[by_distance], stable=True).indices
-    order = by_distance[by_target]
-    rank = torch.arange(target.shape[0], device=target.device) - group_offsets(counts)[target[order]]
-    keep = torch.zeros_like(target, dtype=torch.bool)
-    keep[order] = rank < max_neighbors
-    return keep
+    edge_order = torch.arange(target.shape[0], device=target.device)
+    return cap_neighbors(target, distance, num_atoms, max_neighbors, edge_order)
 
 
 def _neighbor_lists(

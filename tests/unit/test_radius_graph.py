@@ -103,3 +103,26 @@ def test_batched_matches_single_and_scripted_matches_eager(reference, structures
     count_v1 = int(eager[2][0])
     assert torch.equal(eager[0][:, count_v1:] - len(parts[0]["positions"]), v4_index)
     assert torch.equal(eager[1][count_v1:], v4_offsets)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cap_ties_go_to_reference_order(dtype):
+    """Exact ties at the cap (a simple cubic lattice with integer coordinates: d^2 in {1, 2, 3, 4}):
+    each centre keeps its 6 first neighbours and 4 of the 12 second neighbours, chosen as the
+    reference's stable sort does, by neighbour index j, then shift in lexicographic order."""
+    cap, cutoff = 10, 2.0
+    grid = np.stack(np.meshgrid(*[np.arange(4.0)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    cell = np.eye(3) * 4.0
+    i, j, shifts = primitive_neighbor_list("ijS", [True] * 3, cell, grid, cutoff + 1.0e-9, self_interaction=False)
+    vectors = grid[j] - grid[i] + shifts @ cell
+    distance_sq = np.rint((vectors**2).sum(axis=1)).astype(int)
+    expected = []
+    for centre in range(len(grid)):
+        rows = [(distance_sq[e], j[e], tuple(shifts[e]), e) for e in np.nonzero(i == centre)[0]]
+        kept = sorted(sorted(rows)[:cap], key=lambda row: (row[1], row[2]))
+        expected += [(centre, row[1], row[2]) for row in kept]
+    edge_index, cell_offsets = radius_graph_pbc(
+        torch.tensor(grid, dtype=dtype), torch.tensor(cell, dtype=dtype), torch.tensor([True] * 3), cutoff, cap
+    )
+    ours = [(int(c), int(n), tuple(s)) for n, c, s in zip(edge_index[0], edge_index[1], cell_offsets.tolist())]
+    assert ours == expected
