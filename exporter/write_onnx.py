@@ -175,7 +175,17 @@ def write_onnx(
     return path
 
 
+def _unchunked(physical: PhysicalModel) -> PhysicalModel:
+    """A copy whose layers make one pass over all edges: an ONNX graph has no data-dependent loops."""
+    physical = copy.deepcopy(physical)
+    for module in physical.modules():
+        if hasattr(module, "edge_chunk_elements"):
+            module.edge_chunk_elements = 0
+    return physical
+
+
 def _export(physical: PhysicalModel, graph_names: List[str], example: Tuple[Tensor, ...], path: str) -> None:
+    physical = _unchunked(physical)
     output_names = [ENERGY, FORCES] + ([STRESS] if physical.forces_mode == FORCES_CONSERVATIVE else [])
     if physical.forces_mode == FORCES_DIRECT:
         module: nn.Module = _FlatInputs(physical, graph_names, output_names)

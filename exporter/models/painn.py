@@ -27,6 +27,12 @@ from .layers import AtomEmbedding, RadialBasis, ScaledSiLU, ScaleFactor, check_r
 MIN_DISTANCE: float = 1.0e-6
 # Added under the square root of the vector norm in the update layer.
 NORM_EPSILON: float = 1.0e-8
+# Floats per per-edge (chunk, 3H) tensor in the message layers (4 MB in
+# float32, 682 edges for H = 512): far below glibc's mmap threshold, so the
+# chunks reuse heap memory, and close to the cache. Measured on the 1,008-atom
+# bulk (h512, TorchScript, 2 threads): unchunked 13-16 s, 16 MB chunks 6-9 s,
+# 4 MB 4-5.5 s, 1 MB 3.7-5.7 s.
+EDGE_CHUNK_ELEMENTS: int = 1024 * 1024
 
 PAINN_DEFAULTS: Dict[str, object] = {
     "hidden_channels": 512,
@@ -63,11 +69,22 @@ def edge_geometry(
 
 
 class PaiNNMessage(nn.Module):
-    """Equivariant message from source j to target i, summed per target."""
+    """Equivariant message from source j to target i, summed per target.
+
+    Edges are processed in chunks of at most ``edge_chunk_elements`` floats
+    per (chunk, 3H) tensor (about 4 MB): the per-edge tensors of a large
+    structure (E x 3 x H, hundreds of MB each for H = 512) are then never
+    materialised whole, so they stay in cache and come from the allocator's
+    free lists instead of fresh page-faulting ``mmap``s. The sums are the
+    same: ``index_add_`` adds the edges of each target in edge order either
+    way. ``edge_chunk_elements <= 0`` is one pass (the ONNX export uses it:
+    its graph has no loops).
+    """
 
     hidden_channels: int
     inv_sqrt_3: float
     inv_sqrt_h: float
+    edge_chunk_elements: int
 
     def __init__(self, hidden_channels: int, num_rbf: int) -> None:
         super().__init__()
@@ -81,21 +98,37 @@ class PaiNNMessage(nn.Module):
         self.inv_sqrt_3 = inv_sqrt(3.0)
         self.inv_sqrt_h = inv_sqrt(float(hidden_channels))
         self.x_layernorm = nn.LayerNorm(hidden_channels)
+        self.edge_chunk_elements = EDGE_CHUNK_ELEMENTS
 
     def forward(
         self, x: Tensor, vec: Tensor, edge_index: Tensor, edge_rbf: Tensor, edge_unit: Tensor
     ) -> Tuple[Tensor, Tensor]:
+        xh = self.x_proj(self.x_layernorm(x))  # (N, 3H)
+        dx = torch.zeros_like(x)  # (N, H)
+        dvec = torch.zeros_like(vec)  # (N, 3, H)
+        if self.edge_chunk_elements <= 0:
+            self._accumulate(xh, vec, edge_index, edge_rbf, edge_unit, dx, dvec)
+            return dx, dvec
+        num_edges = edge_index.shape[1]
+        chunk = max(1, self.edge_chunk_elements // (3 * self.hidden_channels))
+        for start in range(0, num_edges, chunk):
+            stop = min(start + chunk, num_edges)
+            self._accumulate(xh, vec, edge_index[:, start:stop], edge_rbf[start:stop], edge_unit[start:stop], dx, dvec)
+        return dx, dvec
+
+    def _accumulate(
+        self, xh: Tensor, vec: Tensor, edge_index: Tensor, edge_rbf: Tensor, edge_unit: Tensor, dx: Tensor, dvec: Tensor
+    ) -> None:
+        """Add the messages of these edges (E_c of them) into ``dx`` (N, H) and ``dvec`` (N, 3, H)."""
         source = edge_index[0]
         target = edge_index[1]
-        xh = self.x_proj(self.x_layernorm(x))  # (N, 3H)
-        rbfh = self.rbf_proj(edge_rbf)  # (E, 3H)
-        a, b, c = torch.split(xh[source] * rbfh, self.hidden_channels, dim=-1)  # 3 x (E, H)
+        rbfh = self.rbf_proj(edge_rbf)  # (E_c, 3H)
+        a, b, c = torch.split(xh.index_select(0, source) * rbfh, self.hidden_channels, dim=-1)  # 3 x (E_c, H)
         b = b * self.inv_sqrt_3
-        message_vec = vec[source] * b.unsqueeze(1) + c.unsqueeze(1) * edge_unit.unsqueeze(2)  # (E, 3, H)
+        message_vec = vec.index_select(0, source) * b.unsqueeze(1) + c.unsqueeze(1) * edge_unit.unsqueeze(2)  # (E_c, 3, H)
         message_vec = message_vec * self.inv_sqrt_h
-        dx = torch.zeros_like(x).index_add_(0, target, a)  # (N, H)
-        dvec = torch.zeros_like(vec).index_add_(0, target, message_vec)  # (N, 3, H)
-        return dx, dvec
+        dx.index_add_(0, target, a)
+        dvec.index_add_(0, target, message_vec)
 
 
 class PaiNNUpdate(nn.Module):
