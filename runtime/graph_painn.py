@@ -16,6 +16,10 @@ Output (``Dict[str, Tensor]``, keys in ``input_names`` order):
     edge_index: (2, E) int64, row 0 source j, row 1 target i, sorted by i.
     cell_offsets: (E, 3) float (dtype of positions), integer shifts of j:
         ``vector = positions[j] - positions[i] + cell_offsets @ cell[batch[i]]``.
+    edge_slot: (E,) int64, position of each edge among the edges of its
+        target; edge_kmax: (K,) zeros, K the most edges of one target
+        (``runtime/slots.py``). ONNX artifacts sum messages through this
+        padded (N, K) layout instead of an accumulating scatter.
 """
 
 from typing import Dict, Final, List
@@ -23,8 +27,9 @@ from typing import Dict, Final, List
 import torch
 from torch import Tensor, nn
 
-from .keys import CELL_OFFSETS, EDGE_INDEX
+from .keys import CELL_OFFSETS, EDGE_INDEX, EDGE_KMAX, EDGE_SLOT
 from .radius_graph import batched_radius_graph_pbc
+from .slots import slots
 
 
 def _lexicographically_negative(cell_offsets: Tensor) -> Tensor:
@@ -40,6 +45,8 @@ class PaiNNGraph(nn.Module):
 
     edge_index_key: Final[str] = EDGE_INDEX
     cell_offsets_key: Final[str] = CELL_OFFSETS
+    edge_slot_key: Final[str] = EDGE_SLOT
+    edge_kmax_key: Final[str] = EDGE_KMAX
     input_names: List[str]
     cutoff: float
     max_neighbors: int
@@ -48,7 +55,7 @@ class PaiNNGraph(nn.Module):
         super().__init__()
         self.cutoff = cutoff
         self.max_neighbors = max_neighbors
-        self.input_names = [EDGE_INDEX, CELL_OFFSETS]
+        self.input_names = [EDGE_INDEX, CELL_OFFSETS, EDGE_SLOT, EDGE_KMAX]
 
     def forward(
         self, positions: Tensor, cell: Tensor, pbc: Tensor, natoms: Tensor, tags: Tensor
@@ -56,7 +63,11 @@ class PaiNNGraph(nn.Module):
         edge_index, cell_offsets, edges_per_structure = batched_radius_graph_pbc(
             positions, cell, pbc, natoms, self.cutoff, self.max_neighbors
         )
-        return self.symmetrize(edge_index, cell_offsets, edges_per_structure, positions.dtype)
+        graph = self.symmetrize(edge_index, cell_offsets, edges_per_structure, positions.dtype)
+        slot, kmax = slots(graph[self.edge_index_key][1], positions.shape[0])
+        graph[self.edge_slot_key] = slot
+        graph[self.edge_kmax_key] = kmax
+        return graph
 
     def symmetrize(
         self, edge_index: Tensor, cell_offsets: Tensor, edges_per_structure: Tensor, dtype: torch.dtype

@@ -35,6 +35,8 @@ BATCH: Final[str] = "batch"  # (N,) int64, structure index of each atom, sorted
 NATOMS: Final[str] = "natoms"  # (B,) int64, atoms per structure
 EDGE_INDEX: Final[str] = "edge_index"  # (2, E) int64, row 0 source j, row 1 target i
 CELL_OFFSETS: Final[str] = "cell_offsets"  # (E, 3) float, integer image shifts of row 0
+EDGE_SLOT: Final[str] = "edge_slot"  # (E,) int64, position of each edge among its target's edges
+EDGE_KMAX: Final[str] = "edge_kmax"  # (K,) int64 zeros, K = most edges of one target
 
 # ---------------------------------------------------------------------------
 # Outputs.
@@ -48,7 +50,10 @@ STRESS: Final[str] = "stress"  # (3, 3) single, (B, 3, 3) batched; eV/Angstrom^3
 # ---------------------------------------------------------------------------
 METADATA_FILE: Final[str] = "metadata.json"  # TorchScript extra file name
 FORMAT_NAME: Final[str] = "ocp-deploy"
-# Bumped when the forward signature, the inputs or the metadata schema change.
+# Bumped when the TorchScript forward signature, the structure inputs or the
+# metadata schema change. Prepared-graph inputs of ONNX artifacts are fed by
+# name, as the session declares them, so adding one (edge_slot / edge_kmax
+# for PaiNN) keeps older ONNX artifacts running.
 FORMAT_VERSION: Final[int] = 1
 
 ENERGY_UNIT: Final[str] = "eV"

@@ -18,9 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from ocpdeploy.runtime.graph_painn import PaiNNGraph
-from ocpdeploy.runtime.keys import CELL_OFFSETS, EDGE_INDEX
+from ocpdeploy.runtime.keys import CELL_OFFSETS, EDGE_INDEX, EDGE_KMAX, EDGE_SLOT
 
-from .layers import AtomEmbedding, RadialBasis, ScaledSiLU, ScaleFactor, check_radial_options, inv_sqrt
+from .layers import AtomEmbedding, RadialBasis, ScaledSiLU, ScaleFactor, check_radial_options, inv_sqrt, pad_groups
 
 # Distances closer than this to zero are replaced by it before dividing
 # (reference: ``torch.isclose(d, 0, atol=1e-6)`` then ``d = 1e-6``).
@@ -77,8 +77,12 @@ class PaiNNMessage(nn.Module):
     materialised whole, so they stay in cache and come from the allocator's
     free lists instead of fresh page-faulting ``mmap``s. The sums are the
     same: ``index_add_`` adds the edges of each target in edge order either
-    way. ``edge_chunk_elements <= 0`` is one pass (the ONNX export uses it:
-    its graph has no loops).
+    way. ``edge_chunk_elements <= 0`` (set for ONNX exports: their graphs
+    have no loops) is one pass that sums through the padded (N, K) layout of
+    ``edge_slot`` / ``edge_kmax`` instead: each message is copied to
+    ``[target, slot]`` and the K slots are reduced, so ONNX Runtime runs a
+    plain copy and a ReduceSum rather than an accumulating ScatterElements
+    (single-threaded and the slowest op of the one-pass graph).
     """
 
     hidden_channels: int
@@ -101,14 +105,20 @@ class PaiNNMessage(nn.Module):
         self.edge_chunk_elements = EDGE_CHUNK_ELEMENTS
 
     def forward(
-        self, x: Tensor, vec: Tensor, edge_index: Tensor, edge_rbf: Tensor, edge_unit: Tensor
+        self,
+        x: Tensor,
+        vec: Tensor,
+        edge_index: Tensor,
+        edge_rbf: Tensor,
+        edge_unit: Tensor,
+        edge_slot: Tensor,
+        edge_kmax: Tensor,
     ) -> Tuple[Tensor, Tensor]:
         xh = self.x_proj(self.x_layernorm(x))  # (N, 3H)
+        if self.edge_chunk_elements <= 0:
+            return self._padded(xh, vec, edge_index, edge_rbf, edge_unit, edge_slot, edge_kmax)
         dx = torch.zeros_like(x)  # (N, H)
         dvec = torch.zeros_like(vec)  # (N, 3, H)
-        if self.edge_chunk_elements <= 0:
-            self._accumulate(xh, vec, edge_index, edge_rbf, edge_unit, dx, dvec)
-            return dx, dvec
         num_edges = edge_index.shape[1]
         chunk = max(1, self.edge_chunk_elements // (3 * self.hidden_channels))
         for start in range(0, num_edges, chunk):
@@ -116,19 +126,43 @@ class PaiNNMessage(nn.Module):
             self._accumulate(xh, vec, edge_index[:, start:stop], edge_rbf[start:stop], edge_unit[start:stop], dx, dvec)
         return dx, dvec
 
-    def _accumulate(
-        self, xh: Tensor, vec: Tensor, edge_index: Tensor, edge_rbf: Tensor, edge_unit: Tensor, dx: Tensor, dvec: Tensor
-    ) -> None:
-        """Add the messages of these edges (E_c of them) into ``dx`` (N, H) and ``dvec`` (N, 3, H)."""
-        source = edge_index[0]
-        target = edge_index[1]
+    def _messages(
+        self, xh: Tensor, vec: Tensor, source: Tensor, edge_rbf: Tensor, edge_unit: Tensor
+    ) -> Tuple[Tensor, Tensor]:
+        """Scalar (E_c, H) and vector (E_c, 3, H) messages of E_c edges."""
         rbfh = self.rbf_proj(edge_rbf)  # (E_c, 3H)
         a, b, c = torch.split(xh.index_select(0, source) * rbfh, self.hidden_channels, dim=-1)  # 3 x (E_c, H)
         b = b * self.inv_sqrt_3
         message_vec = vec.index_select(0, source) * b.unsqueeze(1) + c.unsqueeze(1) * edge_unit.unsqueeze(2)  # (E_c, 3, H)
-        message_vec = message_vec * self.inv_sqrt_h
+        return a, message_vec * self.inv_sqrt_h
+
+    def _accumulate(
+        self, xh: Tensor, vec: Tensor, edge_index: Tensor, edge_rbf: Tensor, edge_unit: Tensor, dx: Tensor, dvec: Tensor
+    ) -> None:
+        """Add the messages of these edges (E_c of them) into ``dx`` (N, H) and ``dvec`` (N, 3, H)."""
+        target = edge_index[1]
+        a, message_vec = self._messages(xh, vec, edge_index[0], edge_rbf, edge_unit)
         dx.index_add_(0, target, a)
         dvec.index_add_(0, target, message_vec)
+
+    def _padded(
+        self,
+        xh: Tensor,
+        vec: Tensor,
+        edge_index: Tensor,
+        edge_rbf: Tensor,
+        edge_unit: Tensor,
+        edge_slot: Tensor,
+        edge_kmax: Tensor,
+    ) -> Tuple[Tensor, Tensor]:
+        """One pass; per-target sums over the padded (N, K, ...) layout."""
+        target = edge_index[1]
+        num_atoms = vec.shape[0]
+        a, message_vec = self._messages(xh, vec, edge_index[0], edge_rbf, edge_unit)
+        dx = pad_groups(a, target, edge_slot, edge_kmax, num_atoms).sum(dim=1)  # (N, H)
+        flat = message_vec.reshape(message_vec.shape[0], 3 * self.hidden_channels)
+        dvec = pad_groups(flat, target, edge_slot, edge_kmax, num_atoms).sum(dim=1)  # (N, 3H)
+        return dx, dvec.reshape(vec.shape)
 
 
 class PaiNNUpdate(nn.Module):
@@ -212,6 +246,8 @@ class PaiNN(nn.Module):
     min_distance: Final[float] = MIN_DISTANCE
     edge_index_key: Final[str] = EDGE_INDEX
     cell_offsets_key: Final[str] = CELL_OFFSETS
+    edge_slot_key: Final[str] = EDGE_SLOT
+    edge_kmax_key: Final[str] = EDGE_KMAX
 
     def __init__(
         self,
@@ -261,6 +297,8 @@ class PaiNN(nn.Module):
     ) -> Tuple[Tensor, Tensor]:
         """Raw (normalised) energy (B,) and direct forces (N, 3) or (0, 3)."""
         edge_index = graph[self.edge_index_key]
+        edge_slot = graph[self.edge_slot_key]
+        edge_kmax = graph[self.edge_kmax_key]
         vector, distance = edge_geometry(positions, cell, batch, edge_index, graph[self.cell_offsets_key])
         distance = torch.where(distance.abs() <= self.min_distance, torch.full_like(distance, self.min_distance), distance)
         edge_unit = vector / distance[:, None]  # (E, 3)
@@ -269,7 +307,7 @@ class PaiNN(nn.Module):
         x = self.atom_emb(atomic_numbers)  # (N, H)
         vec = torch.zeros((x.shape[0], 3, x.shape[1]), dtype=x.dtype, device=x.device)  # (N, 3, H)
         for message, update, scale in zip(self.message_layers, self.update_layers, self.scales):
-            dx, dvec = message(x, vec, edge_index, edge_rbf, edge_unit)
+            dx, dvec = message(x, vec, edge_index, edge_rbf, edge_unit, edge_slot, edge_kmax)
             x = (x + dx) * self.inv_sqrt_2
             vec = vec + dvec
             dx, dvec = update(x, vec)

@@ -129,27 +129,28 @@ def _set_edge_chunks(core, edges_per_chunk):
 
 
 @pytest.mark.parametrize("scripted", [False, True])
-def test_edge_chunks_match_reference(reference, structures_json, scripted):
-    """Messages summed over 7-edge chunks (many chunks, a ragged last one): direct forces still match
-    the reference, and conservative forces and stress equal the one-pass sums."""
+def test_edge_chunks_and_padded_sums_match_reference(reference, structures_json, scripted):
+    """Both aggregation paths of the message layers against the reference: 7-edge chunks (many
+    chunks, a ragged last one; TorchScript's path) and one pass through the padded (N, K) layout
+    (edge_chunk_elements = 0; ONNX's path). Direct forces match the reference; conservative
+    forces and stress agree between the two."""
     core, graph, checkpoint = load_rewrite(str(CHECKPOINTS / "painn_tiny.pt"))
     core.requires_grad_(False)
     n = checkpoint.normalizers
     data = reference("painn_tiny")
     inputs = [reference_inputs(data, structures_json, name) for name in ("v1", "v4")]
-    one_pass = {}
+    first = len(inputs[0]["positions"])
+    conservative = {}
     for edges_per_chunk in (0, 7):
         _set_edge_chunks(core, edges_per_chunk)
         for mode in ("direct", "conservative"):
             physical = PhysicalModel(core, mode, n.energy_mean, n.energy_std, n.forces_mean, n.forces_std)
             module, graph_module = (torch.jit.script(physical), torch.jit.script(graph)) if scripted else (physical, graph)
             out = run(module, graph_module, inputs)
-            if edges_per_chunk == 0:
-                one_pass[mode] = out
-                continue
             if mode == "direct":
-                first = len(inputs[0]["positions"])
                 assert_parity(out["energy"][0], out["forces"][:first], data["v1/energy"][0], data["v1/forces"], "v1")
                 assert_parity(out["energy"][1], out["forces"][first:], data["v4/energy"][0], data["v4/forces"], "v4")
-            for key in out:
-                torch.testing.assert_close(out[key], one_pass[mode][key], rtol=1e-5, atol=1e-5, equal_nan=True)
+            else:
+                conservative[edges_per_chunk] = out
+    for key in conservative[0]:
+        torch.testing.assert_close(conservative[7][key], conservative[0][key], rtol=1e-5, atol=1e-5, equal_nan=True)
