@@ -335,6 +335,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--quick", action="store_true", help="slab and 1,008-atom bulk only")
     parser.add_argument("--memory-limit", type=float, default=20.0, help="GB of RSS above which a worker is killed")
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
     args = parser.parse_args(argv)
     if args.worker:
         task = json.loads(args.worker)
@@ -345,11 +346,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     from fairchem_reference import available
 
     engines = ENGINES if available() else ENGINES[1:]
-    cases = QUICK_CASES if args.quick else CASES
+    selected = [m for m in args.models.split(",") if m]
+    unknown = [m for m in selected if m not in MODELS]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    cases = {name: [m for m in models if m in selected] for name, models in (QUICK_CASES if args.quick else CASES).items()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="ocp-deploy-compare-"))
-    paths = prepare_artifacts(work, MODELS)
+    paths = prepare_artifacts(work, selected)
     results: Dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads",
         "engines": engines,
