@@ -143,7 +143,7 @@ def float32_noise(physical: PhysicalModel, graph: nn.Module) -> Dict[str, float]
         with torch.no_grad():
             for tensor, original in zip(_floating_tensors(model), originals):
                 tensor.copy_(original * (1.0 + FLOAT32_ROUNDING * torch.randn(original.shape, generator=generator, dtype=original.dtype)))
-        noise = torch.randn((probe_tensors()["positions"].shape[0], 3), generator=generator, dtype=torch.float64)
+        noise = torch.randn(exact[keys.FORCES].shape, generator=generator, dtype=torch.float64)
         perturbed = _eager_reference(model, graph, torch.float64, positions_noise=FLOAT32_ROUNDING * noise)
         energy_noise = max(energy_noise, float(np.abs(perturbed[keys.ENERGY] - exact[keys.ENERGY]).max()))
         forces_noise = max(forces_noise, float(np.abs(perturbed[keys.FORCES] - exact[keys.FORCES]).max()))

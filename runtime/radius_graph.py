@@ -34,6 +34,8 @@ from typing import List, Tuple
 import torch
 from torch import Tensor
 
+from .slots import inner_index
+
 # Pairs closer than this (squared, Angstrom^2) are the atom itself: dropped,
 # as in the reference (``mask_not_same = d^2 > 1e-4``).
 SELF_DISTANCE_SQ: float = 1.0e-4
@@ -161,12 +163,11 @@ def cap_neighbors(centre: Tensor, distance: Tensor, num_atoms: int, max_neighbor
     """
     counts = torch.zeros(num_atoms, dtype=torch.long, device=centre.device)
     counts.index_add_(0, centre, torch.ones_like(centre))
-    if centre.shape[0] == 0 or max_neighbors <= 0 or int(counts.max().item()) <= max_neighbors:
+    width = int(counts.max().item()) if centre.shape[0] > 0 else 0
+    if max_neighbors <= 0 or width <= max_neighbors:
         return torch.ones_like(centre, dtype=torch.bool)
     pad = float("inf")  # above every distance (inputs are finite)
-    width = int(counts.max().item())
-    first = torch.cumsum(counts, dim=0) - counts
-    slot = torch.arange(centre.shape[0], device=centre.device) - first.index_select(0, centre)
+    slot = inner_index(centre, num_atoms)
     table = torch.full((num_atoms * width,), pad, dtype=distance.dtype, device=centre.device)
     table.index_copy_(0, centre * width + slot, distance)
     threshold = torch.kthvalue(table.view(num_atoms, width), max_neighbors, dim=1).values.index_select(0, centre)
@@ -179,8 +180,7 @@ def cap_neighbors(centre: Tensor, distance: Tensor, num_atoms: int, max_neighbor
     by_centre = torch.sort(tie_centre, stable=True).indices
     ties = ties.index_select(0, by_centre)
     tie_centre = tie_centre.index_select(0, by_centre)
-    tie_counts = torch.zeros_like(counts).index_add_(0, tie_centre, torch.ones_like(tie_centre))
-    tie_rank = torch.arange(ties.shape[0], device=centre.device) - (torch.cumsum(tie_counts, dim=0) - tie_counts).index_select(0, tie_centre)
+    tie_rank = inner_index(tie_centre, num_atoms)
     keep[ties.index_select(0, torch.nonzero(tie_rank < remaining.index_select(0, tie_centre)).reshape(-1))] = True
     return keep
 

@@ -24,7 +24,7 @@ def inner_index(sorted_index: Tensor, num_groups: int) -> Tensor:
     counts = torch.zeros(num_groups, dtype=torch.long, device=sorted_index.device)
     counts.index_add_(0, sorted_index, torch.ones_like(sorted_index))
     first = group_offsets(counts)
-    return torch.arange(sorted_index.shape[0], device=sorted_index.device) - first[sorted_index]
+    return torch.arange(sorted_index.shape[0], device=sorted_index.device) - first.index_select(0, sorted_index)
 
 
 def slots(sorted_out: Tensor, num_groups: int) -> Tuple[Tensor, Tensor]:
