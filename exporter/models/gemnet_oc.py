@@ -40,7 +40,7 @@ from .gemnet_oc_layers import (
     ResidualLayer,
     TripletInteraction,
 )
-from .layers import check_radial_options, pad_groups
+from .layers import EDGE_CHUNK_ELEMENTS, check_radial_options, edge_chunk_rows, pad_groups, padded_index, padding_mask
 
 # Smallest |cross product| in the dihedral angle (reference ``get_angle``).
 DIHEDRAL_EPS: float = 1.0e-9
@@ -59,6 +59,7 @@ class InteractionBlock(nn.Module):
 
     inv_sqrt_num_eint: float
     inv_sqrt_num_aint: float
+    edge_chunk_elements: int
 
     def __init__(
         self, prefix: str, emb_size_atom: int, emb_size_edge: int, emb_size_trip_in: int,
@@ -110,6 +111,51 @@ class InteractionBlock(nn.Module):
         self.residual_m = nn.ModuleList([ResidualLayer(emb_size_edge) for _ in range(num_concat)])
         self.inv_sqrt_num_eint = (2.0 + float(quad_interaction) + float(atom_edge_interaction)) ** -0.5
         self.inv_sqrt_num_aint = (1.0 + float(edge_atom_interaction) + float(atom_interaction)) ** -0.5
+        self.edge_chunk_elements = EDGE_CHUNK_ELEMENTS
+
+    def _skip_rows(self, m: Tensor, x: Tensor) -> Tensor:
+        for layer in self.layers_before_skip:
+            x = layer(x)
+        m = (m + x) * self.inv_sqrt_2
+        for layer in self.layers_after_skip:
+            m = layer(m)
+        return m
+
+    def _concat_rows(self, h: Tensor, m: Tensor, edge_index: Tensor) -> Tensor:
+        m2 = self.concat_layer(h, m, edge_index)
+        for layer in self.residual_m:
+            m2 = layer(m2)
+        return (m + m2) * self.inv_sqrt_2
+
+    def _chunk_rows(self, m: Tensor) -> int:
+        """Edges per chunk of the row-local updates; all of them in one pass for ONNX or off the CPU."""
+        if self.edge_chunk_elements <= 0:
+            return m.shape[0]
+        return edge_chunk_rows(self.edge_chunk_elements, m.shape[1], m.shape[0], m.is_cpu)
+
+    def _skip_update(self, m: Tensor, x: Tensor) -> Tensor:
+        """``layers_before_skip`` on x, the skip into m, ``layers_after_skip``: (E, D), row-local."""
+        num_edges = m.shape[0]
+        rows = self._chunk_rows(m)
+        if self.edge_chunk_elements <= 0 or rows >= num_edges:
+            return self._skip_rows(m, x)
+        out = torch.empty_like(m)
+        for start in range(0, num_edges, rows):
+            stop = min(start + rows, num_edges)
+            out[start:stop] = self._skip_rows(m[start:stop], x[start:stop])
+        return out
+
+    def _concat_update(self, h: Tensor, m: Tensor, edge_index: Tensor) -> Tensor:
+        """``concat_layer`` of (h[s], h[t], m), ``residual_m`` and the skip into m: (E, D), row-local."""
+        num_edges = m.shape[0]
+        rows = self._chunk_rows(m)
+        if self.edge_chunk_elements <= 0 or rows >= num_edges:
+            return self._concat_rows(h, m, edge_index)
+        out = torch.empty_like(m)
+        for start in range(0, num_edges, rows):
+            stop = min(start + rows, num_edges)
+            out[start:stop] = self._concat_rows(h, m[start:stop], edge_index[:, start:stop])
+        return out
 
     def forward(
         self, h: Tensor, m: Tensor, bases: Dict[str, Tensor], graph: Dict[str, Tensor]
@@ -119,19 +165,16 @@ class InteractionBlock(nn.Module):
         id_swap = graph["id_swap"]
         x_ca_skip = self.dense_ca(m)
         x = x_ca_skip + self.trip_interaction(
-            m, bases["e2e_rad"], bases["e2e_w1"], bases["e2e_cir"],
-            graph["trip_e2e_in"], graph["trip_e2e_out"], graph["trip_e2e_slot"], graph["trip_e2e_kmax"], id_swap, None,
+            m, bases["e2e_rad"], bases["e2e_w1"], bases["e2e_cir"], bases["e2e_in_padded"], id_swap, None,
         )
         if self.quad_interaction is not None:
             x = x + self.quad_interaction(
-                m, bases["qint_rad"], bases["qint_cir"], bases["qint_w1"], bases["qint_sph"],
-                graph["quad_trip_in_in"], graph["quad_trip_in_to_quad"], graph["quad_out"],
-                graph["quad_slot"], graph["quad_kmax"], id_swap,
+                m, bases["qint_rad"], bases["qint_cir"], bases["qint_weights"], graph["quad_trip_in_in"],
+                bases["quad_in_padded"], id_swap,
             )
         if self.atom_edge_interaction is not None:
             x = x + self.atom_edge_interaction(
-                h, bases["a2e_rad"], bases["a2e_w1"], bases["a2e_cir"],
-                graph["trip_a2e_in"], graph["trip_a2e_out"], graph["trip_a2e_slot"], graph["trip_a2e_kmax"],
+                h, bases["a2e_rad"], bases["a2e_w1"], bases["a2e_cir"], bases["a2e_in_padded"],
                 id_swap, graph["a2ee2a_edge_index"][0],
             )
         x = x * self.inv_sqrt_num_eint
@@ -139,28 +182,17 @@ class InteractionBlock(nn.Module):
         h_update = h
         if self.edge_atom_interaction is not None:
             h_update = h_update + self.edge_atom_interaction.forward_to_atoms(
-                m, bases["e2a_rad"], bases["e2a_w1"], bases["e2a_cir"],
-                graph["trip_e2a_in"], graph["trip_e2a_out"], graph["trip_e2a_slot"], graph["trip_e2a_kmax"],
+                m, bases["e2a_rad"], bases["e2a_w1"], bases["e2a_cir"], bases["e2a_in_padded"],
                 id_swap, graph["a2ee2a_edge_index"][1], num_atoms,
             )
         if self.atom_interaction is not None:
-            h_update = h_update + self.atom_interaction(
-                h, bases["a2a_w1"], graph["a2a_edge_index"], graph["a2a_slot"], graph["a2a_kmax"]
-            )
+            h_update = h_update + self.atom_interaction(h, bases["a2a_w1"], bases["a2a_source_padded"])
         h = h_update * self.inv_sqrt_num_aint
-        for layer in self.layers_before_skip:
-            x = layer(x)
-        m = (m + x) * self.inv_sqrt_2
-        for layer in self.layers_after_skip:
-            m = layer(m)
+        m = self._skip_update(m, x)
         for layer in self.atom_emb_layers:
             h = layer(h)
         h = (h + self.atom_update(h, m, bases["atom_update"], edge_index[1])) * self.inv_sqrt_2
-        m2 = self.concat_layer(h, m, edge_index)
-        for layer in self.residual_m:
-            m2 = layer(m2)
-        m = (m + m2) * self.inv_sqrt_2
-        return h, m
+        return h, self._concat_update(h, m, edge_index)
 
 
 class GemNetOCCore(nn.Module):
@@ -180,6 +212,7 @@ class GemNetOCCore(nn.Module):
     edge_atom_interaction: bool
     atom_interaction: bool
     dihedral_eps: float
+    edge_chunk_elements: int
 
     def __init__(
         self, num_spherical: int, num_radial: int, num_blocks: int, emb_size_atom: int,
@@ -202,6 +235,7 @@ class GemNetOCCore(nn.Module):
         self.atom_edge_interaction = atom_edge_interaction
         self.edge_atom_interaction = edge_atom_interaction
         self.atom_interaction = atom_interaction
+        self.edge_chunk_elements = EDGE_CHUNK_ELEMENTS
 
         def radial(cut: float) -> GemNetRadialBasis:
             return GemNetRadialBasis(num_radial, cut, envelope_exponent)
@@ -289,10 +323,69 @@ class GemNetOCCore(nn.Module):
         distance = torch.linalg.norm(vector, dim=-1)
         return distance, vector / distance[:, None]
 
+    def _quad_angular(
+        self, cross_in: Tensor, cross_out: Tensor, cos_out: Tensor, tin_padded: Tensor, tout_padded: Tensor,
+        used: Tensor,
+    ) -> Tensor:
+        """Two-angle basis at padded quadruplet slots (S,) -> (S, L^2), zero at unused slots.
+
+        ``cross_in`` (T_in, 3) = v_db x v_ba, ``cross_out`` (T_out, 3) = v_ca x v_ba,
+        ``cos_out`` (T_out,) the angle c-a-b; the slot tables pick each
+        quadruplet's two triplets (unused slots: a real pair of triplets, so
+        the values there are finite before ``used`` zeroes them).
+        """
+        sbf = self.sbf_basis_qint
+        assert sbf is not None
+        cross_a = cross_out.index_select(0, tout_padded)
+        cross_b = cross_in.index_select(0, tin_padded)
+        # dihedral c -> a - b <- d (half angle, parity ignored): the
+        # reference's atan2(y, x) with y > 0, as its cosine and sine
+        x = torch.sum(cross_a * cross_b, dim=-1)
+        y = torch.linalg.norm(torch.cross(cross_a, cross_b, dim=-1), dim=-1).clamp(min=self.dihedral_eps)
+        radius = torch.sqrt(x * x + y * y)
+        sph = sbf.angular(cos_out.index_select(0, tout_padded), x / radius, y / radius)
+        return sph * used[:, None]
+
+    def _quad_weights(
+        self, rad_w1: Tensor, cross_in: Tensor, cross_out: Tensor, cos_out: Tensor, tin_padded: Tensor,
+        tout_padded: Tensor, used: Tensor, width: int,
+    ) -> Tensor:
+        """``rad_W1[e] @ sph_pad[e]^T``: (E, I, L^2) -> (E, I, K), K = ``width``.
+
+        On the CPU in chunks of main edges, so that neither the (Q, L^2) basis
+        nor its padded (E, K, L^2) copy (7 GB each at 5,000 atoms) is formed.
+        """
+        num_main = rad_w1.shape[0]
+        num_sph = rad_w1.shape[2]
+        if self.edge_chunk_elements <= 0:
+            sph = self._quad_angular(cross_in, cross_out, cos_out, tin_padded, tout_padded, used)
+            return torch.matmul(rad_w1, sph.reshape(num_main, width, num_sph).transpose(1, 2))
+        rows = edge_chunk_rows(self.edge_chunk_elements, width * num_sph, num_main, rad_w1.is_cpu)
+        weights = torch.empty((num_main, rad_w1.shape[1], width), dtype=rad_w1.dtype, device=rad_w1.device)
+        for start in range(0, num_main, rows):
+            stop = min(start + rows, num_main)
+            first = start * width
+            last = stop * width
+            sph = self._quad_angular(
+                cross_in, cross_out, cos_out, tin_padded[first:last], tout_padded[first:last], used[first:last]
+            )
+            weights[start:stop] = torch.matmul(
+                rad_w1[start:stop], sph.reshape(stop - start, width, num_sph).transpose(1, 2)
+            )
+        return weights
+
     def _bases(
         self, positions: Tensor, cell: Tensor, batch: Tensor, graph: Dict[str, Tensor]
     ) -> Tuple[Dict[str, Tensor], Tensor]:
-        """All basis embeddings shared by the blocks (``get_bases``), and V_main."""
+        """All basis embeddings shared by the blocks (``get_bases``), and V_main.
+
+        Besides the float bases it holds the ``padded_index`` gather tables
+        (``*_in_padded``, ``a2a_source_padded``: int64 (G*K,)) with which
+        every block gathers its messages into the padded layout, and for
+        quadruplets the pre-contracted ``qint_weights`` (E, I, K): the
+        two-angle basis is evaluated directly at the (E, K) slots (unused
+        slots at quadruplet 0's triplets, then zeroed), never as (Q, S^2).
+        """
         d_main, v_main = self._edge_geometry(
             positions, cell, batch, graph["main_edge_index"], graph["main_cell_offsets"]
         )
@@ -308,6 +401,9 @@ class GemNetOCCore(nn.Module):
         bases["e2e_w1"] = self.mlp_cbf_tint(rad_cir)
         num_main = d_main.shape[0]
         bases["e2e_cir"] = pad_groups(cir, graph["trip_e2e_out"], graph["trip_e2e_slot"], graph["trip_e2e_kmax"], num_main)
+        bases["e2e_in_padded"] = padded_index(
+            trip_in, trip_out, graph["trip_e2e_slot"], graph["trip_e2e_kmax"], num_main
+        )
 
         if (
             self.cbf_basis_qint is not None and self.sbf_basis_qint is not None
@@ -321,31 +417,31 @@ class GemNetOCCore(nn.Module):
             tin_out = graph["quad_trip_in_out"]
             tout_in = graph["quad_trip_out_in"]
             tout_out = graph["quad_trip_out_out"]
-            tin_to_quad = graph["quad_trip_in_to_quad"]
-            tout_to_quad = graph["quad_trip_out_to_quad"]
+            quad_out = graph["quad_out"]
+            quad_slot = graph["quad_slot"]
+            quad_kmax = graph["quad_kmax"]
+            # Per (main edge, slot) of the padded layout, (E*K,): the quadruplet's two triplets.
+            tin_padded = padded_index(graph["quad_trip_in_to_quad"], quad_out, quad_slot, quad_kmax, num_main)
+            tout_padded = padded_index(graph["quad_trip_out_to_quad"], quad_out, quad_slot, quad_kmax, num_main)
             # d -> b -> a
             v_ba = v_qint[tin_out]
             v_db = v_main[tin_in]
             cos_abd = _inner_clamped(v_ba, v_db)
-            v_db_cross = torch.cross(v_db, v_ba, dim=-1)[tin_to_quad]
+            cross_in = torch.cross(v_db, v_ba, dim=-1)  # (T_in, 3)
             # c -> a <- b
             v_ca = v_main[tout_out]
             v_ba_out = v_qint[tout_in]
             cos_cab_q = _inner_clamped(v_ca, v_ba_out)
-            v_ca_cross = torch.cross(v_ca, v_ba_out, dim=-1)[tout_to_quad]
-            # dihedral c -> a - b <- d (half angle, parity ignored): the
-            # reference's atan2(y, x) with y > 0, as its cosine and sine
-            x = torch.sum(v_ca_cross * v_db_cross, dim=-1)
-            y = torch.linalg.norm(torch.cross(v_ca_cross, v_db_cross, dim=-1), dim=-1).clamp(min=self.dihedral_eps)
-            radius = torch.sqrt(x * x + y * y)
-            cos_dihedral = x / radius
-            sin_dihedral = y / radius
+            cross_out = torch.cross(v_ca, v_ba_out, dim=-1)  # (T_out, 3)
             rad_cir_q, cir_q = self.cbf_basis_qint(d_qint, cos_abd)
-            rad_sph_q, sph_q = self.sbf_basis_qint(d_main, cos_cab_q[tout_to_quad], cos_dihedral, sin_dihedral)
             bases["qint_rad"] = self.mlp_rbf_qint(rad_main)
             bases["qint_cir"] = self.mlp_cbf_qint.project(rad_cir_q, cir_q, tin_out)
-            bases["qint_w1"] = self.mlp_sbf_qint(rad_sph_q)
-            bases["qint_sph"] = pad_groups(sph_q, graph["quad_out"], graph["quad_slot"], graph["quad_kmax"], num_main)
+            used = padding_mask(quad_out, quad_slot, quad_kmax, num_main, d_main.dtype)
+            bases["qint_weights"] = self._quad_weights(
+                self.mlp_sbf_qint(self.sbf_basis_qint.radial_basis(d_main)), cross_in, cross_out, cos_cab_q,
+                tin_padded, tout_padded, used, quad_kmax.shape[0],
+            )
+            bases["quad_in_padded"] = tin_padded
 
         if self.radial_basis_aeaint is not None:
             d_ae, v_ae = self._edge_geometry(
@@ -365,6 +461,9 @@ class GemNetOCCore(nn.Module):
                 bases["a2e_cir"] = pad_groups(
                     cir_a2e, graph["trip_a2e_out"], graph["trip_a2e_slot"], graph["trip_a2e_kmax"], num_main
                 )
+                bases["a2e_in_padded"] = padded_index(
+                    a2e_in, a2e_out, graph["trip_a2e_slot"], graph["trip_a2e_kmax"], num_main
+                )
             if (
                 self.cbf_basis_eaint is not None and self.mlp_rbf_eaint is not None
                 and self.mlp_cbf_eaint is not None
@@ -379,6 +478,9 @@ class GemNetOCCore(nn.Module):
                 bases["e2a_cir"] = pad_groups(
                     cir_e2a, e2a_out, graph["trip_e2a_slot"], graph["trip_e2a_kmax"], d_ae.shape[0]
                 )
+                bases["e2a_in_padded"] = padded_index(
+                    e2a_in, e2a_out, graph["trip_e2a_slot"], graph["trip_e2a_kmax"], d_ae.shape[0]
+                )
 
         if self.radial_basis_aint is not None and self.mlp_rbf_aint is not None:
             d_a2a, _ = self._edge_geometry(
@@ -388,6 +490,9 @@ class GemNetOCCore(nn.Module):
             bases["a2a_w1"] = pad_groups(
                 self.mlp_rbf_aint(self.radial_basis_aint(d_a2a)), a2a_target, graph["a2a_slot"], graph["a2a_kmax"],
                 positions.shape[0],
+            )
+            bases["a2a_source_padded"] = padded_index(
+                graph["a2a_edge_index"][0], a2a_target, graph["a2a_slot"], graph["a2a_kmax"], positions.shape[0]
             )
 
         bases["atom_update"] = self.mlp_rbf_h(rad_main)
@@ -434,10 +539,17 @@ class GemNetOCCore(nn.Module):
 
         forces = torch.zeros((0, 3), dtype=positions.dtype, device=positions.device)
         if self.regress_forces and self.out_mlp_F is not None and self.out_forces is not None:
-            f_st = self.out_forces(self.out_mlp_F(torch.cat(xs_f, dim=-1)))  # (E, 1)
-            forces = torch.zeros(
-                (num_atoms, 3), dtype=positions.dtype, device=positions.device
-            ).index_add(0, edge_target, f_st * v_main)
+            forces = torch.zeros((num_atoms, 3), dtype=positions.dtype, device=positions.device)
+            num_edges = edge_target.shape[0]
+            if self.edge_chunk_elements <= 0:
+                f_st = self.out_forces(self.out_mlp_F(torch.cat(xs_f, dim=-1)))  # (E, 1)
+                return energy, forces.index_add(0, edge_target, f_st * v_main)
+            # (E, D * (num_blocks + 1)) is never formed whole: edge chunks, summed in edge order.
+            rows = edge_chunk_rows(self.edge_chunk_elements, m.shape[1] * len(xs_f), num_edges, positions.is_cpu)
+            for start in range(0, num_edges, rows):
+                stop = min(start + rows, num_edges)
+                f_st = self.out_forces(self.out_mlp_F(torch.cat([x_f[start:stop] for x_f in xs_f], dim=-1)))
+                forces.index_add_(0, edge_target[start:stop], f_st * v_main[start:stop])
         return energy, forces
 
     def forward(

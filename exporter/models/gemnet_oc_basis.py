@@ -234,10 +234,11 @@ class SphericalBasisLayer(nn.Module):
         self.full = RealSphericalHarmonics(num_spherical if not self.legendre_outer else 1)
 
     def forward(self, distance: Tensor, cos_angle: Tensor, cos_dihedral: Tensor, sin_dihedral: Tensor) -> Tuple[Tensor, Tensor]:
-        rad = self.radial_basis(distance)
+        return self.radial_basis(distance), self.angular(cos_angle, cos_dihedral, sin_dihedral)
+
+    def angular(self, cos_angle: Tensor, cos_dihedral: Tensor, sin_dihedral: Tensor) -> Tensor:
+        """The two-angle part alone: (Q,) x 3 -> (Q, L^2)."""
         if self.legendre_outer:
             sph = self.circular(cos_angle)[:, :, None] * self.circular(cos_dihedral)[:, None, :]
-            sph = sph.reshape(cos_angle.shape[0], self.num_spherical * self.num_spherical)
-        else:
-            sph = self.full(cos_angle, cos_dihedral, sin_dihedral)
-        return rad, sph
+            return sph.reshape(cos_angle.shape[0], self.num_spherical * self.num_spherical)
+        return self.full(cos_angle, cos_dihedral, sin_dihedral)

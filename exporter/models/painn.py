@@ -20,19 +20,16 @@ from torch import Tensor, nn
 from ocpdeploy.runtime.graph_painn import PaiNNGraph
 from ocpdeploy.runtime.keys import CELL_OFFSETS, EDGE_INDEX, EDGE_KMAX, EDGE_SLOT
 
-from .layers import AtomEmbedding, RadialBasis, ScaledSiLU, ScaleFactor, check_radial_options, inv_sqrt, pad_groups
+from .layers import (
+    EDGE_CHUNK_ELEMENTS, AtomEmbedding, RadialBasis, ScaledSiLU, ScaleFactor, check_radial_options, edge_chunk_rows,
+    inv_sqrt, pad_groups,
+)
 
 # Distances closer than this to zero are replaced by it before dividing
 # (reference: ``torch.isclose(d, 0, atol=1e-6)`` then ``d = 1e-6``).
 MIN_DISTANCE: float = 1.0e-6
 # Added under the square root of the vector norm in the update layer.
 NORM_EPSILON: float = 1.0e-8
-# Floats per per-edge (chunk, 3H) tensor in the message layers (4 MB in
-# float32, 682 edges for H = 512): far below glibc's mmap threshold, so the
-# chunks reuse heap memory, and close to the cache. Measured on the 1,008-atom
-# bulk (h512, TorchScript, 2 threads): unchunked 13-16 s, 16 MB chunks 6-9 s,
-# 4 MB 4-5.5 s, 1 MB 3.7-5.7 s.
-EDGE_CHUNK_ELEMENTS: int = 1024 * 1024
 
 PAINN_DEFAULTS: Dict[str, object] = {
     "hidden_channels": 512,
@@ -120,10 +117,7 @@ class PaiNNMessage(nn.Module):
         dx = torch.zeros_like(x)  # (N, H)
         dvec = torch.zeros_like(vec)  # (N, 3, H)
         num_edges = edge_index.shape[1]
-        chunk = max(1, self.edge_chunk_elements // (3 * self.hidden_channels))
-        if not x.is_cpu:
-            # The chunks fix CPU allocation and cache costs; a GPU wants few, large kernels.
-            chunk = max(1, num_edges)
+        chunk = edge_chunk_rows(self.edge_chunk_elements, 3 * self.hidden_channels, num_edges, x.is_cpu)
         for start in range(0, num_edges, chunk):
             stop = min(start + chunk, num_edges)
             self._accumulate(xh, vec, edge_index[:, start:stop], edge_rbf[start:stop], edge_unit[start:stop], dx, dvec)
