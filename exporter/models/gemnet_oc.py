@@ -323,6 +323,24 @@ class GemNetOCCore(nn.Module):
         distance = torch.linalg.norm(vector, dim=-1)
         return distance, vector / distance[:, None]
 
+    def _a2a_radial(self, distance: Tensor) -> Tensor:
+        """``mlp_rbf_aint(radial_basis_aint(d))``: (Ea,) -> (Ea, emb_rbf); on the CPU in edge chunks,
+        so the (Ea, num_radial) basis of the largest graph (3M x 128 at 5,000 atoms) is never whole."""
+        radial = self.radial_basis_aint
+        mlp = self.mlp_rbf_aint
+        assert radial is not None and mlp is not None
+        num_edges = distance.shape[0]
+        if self.edge_chunk_elements <= 0:
+            return mlp(radial(distance))
+        rows = edge_chunk_rows(self.edge_chunk_elements, mlp.weight.shape[1], num_edges, distance.is_cpu)
+        if rows >= num_edges:
+            return mlp(radial(distance))
+        out = torch.empty((num_edges, mlp.weight.shape[0]), dtype=distance.dtype, device=distance.device)
+        for start in range(0, num_edges, rows):
+            stop = min(start + rows, num_edges)
+            out[start:stop] = mlp(radial(distance[start:stop]))
+        return out
+
     def _quad_angular(
         self, cross_in: Tensor, cross_out: Tensor, cos_out: Tensor, tin_padded: Tensor, tout_padded: Tensor,
         used: Tensor,
@@ -488,8 +506,7 @@ class GemNetOCCore(nn.Module):
             )
             a2a_target = graph["a2a_edge_index"][1]
             bases["a2a_w1"] = pad_groups(
-                self.mlp_rbf_aint(self.radial_basis_aint(d_a2a)), a2a_target, graph["a2a_slot"], graph["a2a_kmax"],
-                positions.shape[0],
+                self._a2a_radial(d_a2a), a2a_target, graph["a2a_slot"], graph["a2a_kmax"], positions.shape[0]
             )
             bases["a2a_source_padded"] = padded_index(
                 graph["a2a_edge_index"][0], a2a_target, graph["a2a_slot"], graph["a2a_kmax"], positions.shape[0]
