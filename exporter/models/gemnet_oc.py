@@ -127,17 +127,11 @@ class InteractionBlock(nn.Module):
             m2 = layer(m2)
         return (m + m2) * self.inv_sqrt_2
 
-    def _chunk_rows(self, m: Tensor) -> int:
-        """Edges per chunk of the row-local updates; all of them in one pass for ONNX or off the CPU."""
-        if self.edge_chunk_elements <= 0:
-            return m.shape[0]
-        return edge_chunk_rows(self.edge_chunk_elements, m.shape[1], m.shape[0], m.is_cpu)
-
     def _skip_update(self, m: Tensor, x: Tensor) -> Tensor:
         """``layers_before_skip`` on x, the skip into m, ``layers_after_skip``: (E, D), row-local."""
         num_edges = m.shape[0]
-        rows = self._chunk_rows(m)
-        if self.edge_chunk_elements <= 0 or rows >= num_edges:
+        rows = edge_chunk_rows(self.edge_chunk_elements, m.shape[1], num_edges, m.is_cpu)
+        if rows == 0:
             return self._skip_rows(m, x)
         out = torch.empty_like(m)
         for start in range(0, num_edges, rows):
@@ -148,8 +142,8 @@ class InteractionBlock(nn.Module):
     def _concat_update(self, h: Tensor, m: Tensor, edge_index: Tensor) -> Tensor:
         """``concat_layer`` of (h[s], h[t], m), ``residual_m`` and the skip into m: (E, D), row-local."""
         num_edges = m.shape[0]
-        rows = self._chunk_rows(m)
-        if self.edge_chunk_elements <= 0 or rows >= num_edges:
+        rows = edge_chunk_rows(self.edge_chunk_elements, m.shape[1], num_edges, m.is_cpu)
+        if rows == 0:
             return self._concat_rows(h, m, edge_index)
         out = torch.empty_like(m)
         for start in range(0, num_edges, rows):
@@ -330,10 +324,8 @@ class GemNetOCCore(nn.Module):
         mlp = self.mlp_rbf_aint
         assert radial is not None and mlp is not None
         num_edges = distance.shape[0]
-        if self.edge_chunk_elements <= 0:
-            return mlp(radial(distance))
         rows = edge_chunk_rows(self.edge_chunk_elements, mlp.weight.shape[1], num_edges, distance.is_cpu)
-        if rows >= num_edges:
+        if rows == 0:
             return mlp(radial(distance))
         out = torch.empty((num_edges, mlp.weight.shape[0]), dtype=distance.dtype, device=distance.device)
         for start in range(0, num_edges, rows):
@@ -375,10 +367,10 @@ class GemNetOCCore(nn.Module):
         """
         num_main = rad_w1.shape[0]
         num_sph = rad_w1.shape[2]
-        if self.edge_chunk_elements <= 0:
+        rows = edge_chunk_rows(self.edge_chunk_elements, width * num_sph, num_main, rad_w1.is_cpu)
+        if rows == 0:
             sph = self._quad_angular(cross_in, cross_out, cos_out, tin_padded, tout_padded, used)
             return torch.matmul(rad_w1, sph.reshape(num_main, width, num_sph).transpose(1, 2))
-        rows = edge_chunk_rows(self.edge_chunk_elements, width * num_sph, num_main, rad_w1.is_cpu)
         weights = torch.empty((num_main, rad_w1.shape[1], width), dtype=rad_w1.dtype, device=rad_w1.device)
         for start in range(0, num_main, rows):
             stop = min(start + rows, num_main)
@@ -558,11 +550,11 @@ class GemNetOCCore(nn.Module):
         if self.regress_forces and self.out_mlp_F is not None and self.out_forces is not None:
             forces = torch.zeros((num_atoms, 3), dtype=positions.dtype, device=positions.device)
             num_edges = edge_target.shape[0]
-            if self.edge_chunk_elements <= 0:
-                f_st = self.out_forces(self.out_mlp_F(torch.cat(xs_f, dim=-1)))  # (E, 1)
-                return energy, forces.index_add(0, edge_target, f_st * v_main)
             # (E, D * (num_blocks + 1)) is never formed whole: edge chunks, summed in edge order.
             rows = edge_chunk_rows(self.edge_chunk_elements, m.shape[1] * len(xs_f), num_edges, positions.is_cpu)
+            if rows == 0:
+                f_st = self.out_forces(self.out_mlp_F(torch.cat(xs_f, dim=-1)))  # (E, 1)
+                return energy, forces.index_add(0, edge_target, f_st * v_main)
             for start in range(0, num_edges, rows):
                 stop = min(start + rows, num_edges)
                 f_st = self.out_forces(self.out_mlp_F(torch.cat([x_f[start:stop] for x_f in xs_f], dim=-1)))

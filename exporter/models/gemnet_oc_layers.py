@@ -167,10 +167,8 @@ class EfficientInteractionBilinear(nn.Module):
         gathered (Eo, K, in) messages are never formed whole."""
         num_groups = sph.shape[0]
         width = sph.shape[1]
-        if self.edge_chunk_elements <= 0:
-            return torch.matmul(rad_w1, grouped_outer_sum(sph, m, m_padded))
         rows = edge_chunk_rows(self.edge_chunk_elements, width * m.shape[1], num_groups, m.is_cpu)
-        if rows >= num_groups:
+        if rows == 0:
             return torch.matmul(rad_w1, grouped_outer_sum(sph, m, m_padded))
         x = torch.empty((num_groups, rad_w1.shape[1], m.shape[1]), dtype=m.dtype, device=m.device)
         for start in range(0, num_groups, rows):
@@ -188,10 +186,8 @@ class EfficientInteractionBilinear(nn.Module):
         """``weights`` (Eo, I, K) = ``rad_w1 @ sph^T`` -> (Eo, out_size); chunked like ``_contract``."""
         num_groups = weights.shape[0]
         width = weights.shape[2]
-        rows = num_groups
-        if self.edge_chunk_elements > 0:
-            rows = edge_chunk_rows(self.edge_chunk_elements, width * m.shape[1], num_groups, m.is_cpu)
-        if self.edge_chunk_elements <= 0 or rows >= num_groups:
+        rows = edge_chunk_rows(self.edge_chunk_elements, width * m.shape[1], num_groups, m.is_cpu)
+        if rows == 0:
             x = torch.matmul(weights, gather_padded(m, m_padded, num_groups, width))  # (Eo, I, in)
         else:
             x = torch.empty((num_groups, weights.shape[1], m.shape[1]), dtype=m.dtype, device=m.device)
@@ -252,10 +248,8 @@ class TripletInteraction(nn.Module):
             # atoms -> a2ee2a edges: dense_ba on the N atoms, then per edge
             return self._project(self.dense_ba(m).index_select(0, expand), rad)
         num_rows = m.shape[0]
-        if self.edge_chunk_elements <= 0:
-            return self._project(self.dense_ba(m), rad)
         rows = edge_chunk_rows(self.edge_chunk_elements, m.shape[1], num_rows, m.is_cpu)
-        if rows >= num_rows:
+        if rows == 0:
             return self._project(self.dense_ba(m), rad)
         out = torch.empty((num_rows, self.down_projection.linear.out_features), dtype=m.dtype, device=m.device)
         for start in range(0, num_rows, rows):
@@ -318,10 +312,8 @@ class QuadrupletInteraction(nn.Module):
     def _edge_messages(self, m: Tensor, rad: Tensor) -> Tensor:
         """(E, quad_in) per-edge messages, row-local: in edge chunks on the CPU."""
         num_rows = m.shape[0]
-        if self.edge_chunk_elements <= 0:
-            return self._project(m, rad)
         rows = edge_chunk_rows(self.edge_chunk_elements, m.shape[1], num_rows, m.is_cpu)
-        if rows >= num_rows:
+        if rows == 0:
             return self._project(m, rad)
         out = torch.empty((num_rows, self.down_projection.linear.out_features), dtype=m.dtype, device=m.device)
         for start in range(0, num_rows, rows):
@@ -375,9 +367,9 @@ def sum_into_atoms(
     num_edges = m.shape[0]
     width = m.shape[1]
     total = torch.zeros((num_atoms, width), dtype=m.dtype, device=m.device)
-    if chunk_elements <= 0:
-        return total.index_add(0, edge_target, m * (rad @ rad_projection_weight.t()))
     rows = edge_chunk_rows(chunk_elements, width, num_edges, m.is_cpu)
+    if rows == 0:
+        return total.index_add(0, edge_target, m * (rad @ rad_projection_weight.t()))
     for start in range(0, num_edges, rows):
         stop = min(start + rows, num_edges)
         total.index_add_(0, edge_target[start:stop], m[start:stop] * (rad[start:stop] @ rad_projection_weight.t()))
@@ -448,10 +440,8 @@ class OutputBlock(nn.Module):
     def _forces(self, m: Tensor, rad: Tensor) -> Tensor:
         """(E, emb_edge) direct-force features, row-local: in edge chunks on the CPU."""
         num_rows = m.shape[0]
-        if self.edge_chunk_elements <= 0:
-            return self._force_rows(m, rad)
         rows = edge_chunk_rows(self.edge_chunk_elements, m.shape[1], num_rows, m.is_cpu)
-        if rows >= num_rows:
+        if rows == 0:
             return self._force_rows(m, rad)
         out = torch.empty_like(m)
         for start in range(0, num_rows, rows):

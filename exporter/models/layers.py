@@ -137,12 +137,15 @@ EDGE_CHUNK_ELEMENTS: int = 1024 * 1024
 def edge_chunk_rows(chunk_elements: int, width: int, num_rows: int, is_cpu: bool) -> int:
     """Rows per chunk of a row-local computation on (num_rows, width) tensors.
 
-    All rows in one pass when ``chunk_elements <= 0`` (ONNX exports: no
-    data-dependent loops) or off the CPU (a GPU wants few, large kernels).
+    0 means one pass over all rows: when ``chunk_elements <= 0`` (ONNX
+    exports: no data-dependent loops; checked first, so an exporter never
+    compares symbolic sizes), off the CPU (a GPU wants few, large kernels),
+    or when all rows fit in one chunk.
     """
     if chunk_elements <= 0 or not is_cpu:
-        return max(1, num_rows)
-    return max(1, chunk_elements // max(1, width))
+        return 0
+    rows = max(1, chunk_elements // max(1, width))
+    return 0 if rows >= num_rows else rows
 
 
 def pad_groups(values: Tensor, out: Tensor, slot: Tensor, kmax: Tensor, num_groups: int) -> Tensor:

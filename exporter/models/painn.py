@@ -118,6 +118,8 @@ class PaiNNMessage(nn.Module):
         dvec = torch.zeros_like(vec)  # (N, 3, H)
         num_edges = edge_index.shape[1]
         chunk = edge_chunk_rows(self.edge_chunk_elements, 3 * self.hidden_channels, num_edges, x.is_cpu)
+        if chunk == 0:
+            chunk = max(1, num_edges)
         for start in range(0, num_edges, chunk):
             stop = min(start + chunk, num_edges)
             self._accumulate(xh, vec, edge_index[:, start:stop], edge_rbf[start:stop], edge_unit[start:stop], dx, dvec)
