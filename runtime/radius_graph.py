@@ -29,6 +29,7 @@ Conventions (see ``keys.py``): ``edge_index[0]`` is the neighbour/source
 row 0.
 """
 
+import math
 from typing import List, Tuple
 
 import torch
@@ -39,12 +40,27 @@ from .slots import inner_index
 # Pairs closer than this (squared, Angstrom^2) are the atom itself: dropped,
 # as in the reference (``mask_not_same = d^2 > 1e-4``).
 SELF_DISTANCE_SQ: float = 1.0e-4
-# Spatial bins per cutoff length: smaller bins mean fewer candidate pairs
-# (a (2k+1)^3 stencil of bins of size cutoff/k).
-BINS_PER_CUTOFF: int = 2
+# Cell list: square columns of side cutoff / COLUMNS_PER_CUTOFF in the first
+# two Cartesian directions, cut into bins of cutoff / BINS_PER_CUTOFF along
+# the third. Each centre searches, in every column within reach, only the
+# bins spanned by its cutoff sphere, so about 1.5 candidates are checked per
+# neighbour (a 5^3 stencil of cubic bins of cutoff / 2 checks 3.7).
+COLUMNS_PER_CUTOFF: int = 3
+BINS_PER_CUTOFF: int = 8
 # Upper bound on bins per ghost atom, so sparse systems in huge boxes do not
 # allocate a huge bin table.
 MAX_BINS_PER_ATOM: int = 8
+# Relative widening of the search sphere, so that rounding in the bin
+# arithmetic never drops a pair at exactly the cutoff (the exact test on
+# squared distances comes after).
+SEARCH_MARGIN: float = 1.0e-5
+# Candidate pairs per chunk on the CPU (whole centres per chunk): small
+# enough that the per-pair temporaries (a few MB) are reused from the heap
+# rather than mapped and page-faulted in on every call.
+PAIRS_PER_CHUNK: int = 65536
+# Candidate pairs per neighbour within the cutoff, about, for this search
+# (sizes the chunks).
+CANDIDATES_PER_NEIGHBOUR: float = 1.5
 
 
 def periodic_images(cell: Tensor, pbc: Tensor, cutoff: float) -> Tensor:
@@ -83,69 +99,191 @@ def wrap_into_cell(positions: Tensor, cell: Tensor, pbc: Tensor) -> Tuple[Tensor
     return wrapped, wrap_shifts
 
 
-def _bin_coordinates(points: Tensor, lower: Tensor, bin_length: Tensor, bins_per_axis: Tensor) -> Tensor:
-    """Integer bin coordinates (P, 3) of points (P, 3), clamped into the grid."""
-    scaled = (points.to(torch.float64) - lower.to(torch.float64)) / bin_length
-    coordinates = torch.floor(scaled).to(torch.long)
-    return torch.minimum(torch.clamp(coordinates, min=0), bins_per_axis - 1)
-
-
-def _candidate_pairs(
+def _bin_grid(
     centres: Tensor,
-    ghosts: Tensor,
-    cutoff: float,
+    num_ghosts: int,
+    search: float,
+    columns_per_cutoff: int = COLUMNS_PER_CUTOFF,
     bins_per_cutoff: int = BINS_PER_CUTOFF,
     max_bins_per_atom: int = MAX_BINS_PER_ATOM,
-) -> Tuple[Tensor, Tensor]:
-    """Cell-list search: (centre, ghost) index pairs whose bins are adjacent.
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """The bin grid over the centres' bounding box widened by ``search``.
 
-    centres (N, 3) and ghosts (G, 3) are Cartesian positions. Returns two
-    (P,) int64 tensors, a superset of all pairs within ``cutoff``.
+    Returns ``(lower, bin_length, bins_per_axis)``, each (3,): the grid's
+    lower corner and bin edge lengths (float64, Angstrom), and the number of
+    bins per Cartesian direction (int64). Bins are about
+    ``search / columns_per_cutoff`` wide in x and y and
+    ``search / bins_per_cutoff`` high in z, never smaller; at most
+    ``max_bins_per_atom`` bins per atom (coarser grids in sparse systems).
     """
-    device = centres.device
-    lower = centres.min(dim=0).values - cutoff
-    upper = centres.max(dim=0).values + cutoff
-    extent = (upper - lower).to(torch.float64)
-    bin_size = cutoff / bins_per_cutoff
-    bins_per_axis = torch.clamp(torch.floor(extent / bin_size), min=1.0)
-    max_bins = max(1000, max_bins_per_atom * (ghosts.shape[0] + centres.shape[0]))
+    lower = centres.min(dim=0).values.to(torch.float64) - search
+    extent = centres.max(dim=0).values.to(torch.float64) + search - lower
+    target_size = torch.tensor(
+        [search / columns_per_cutoff, search / columns_per_cutoff, search / bins_per_cutoff],
+        dtype=torch.float64,
+        device=centres.device,
+    )
+    bins_per_axis = torch.clamp(torch.floor(extent / target_size), min=1.0)
+    max_bins = max(1000, max_bins_per_atom * (num_ghosts + centres.shape[0]))
     total = float(torch.prod(bins_per_axis).item())
     if total > max_bins:
         shrink = (total / max_bins) ** (1.0 / 3.0)
         bins_per_axis = torch.clamp(torch.floor(bins_per_axis / shrink), min=1.0)
-    bin_length = extent / bins_per_axis  # >= cutoff / BINS_PER_CUTOFF
-    bins_per_axis = bins_per_axis.to(torch.long)
-    # Stencil half-width in bins: enough bins to cover one cutoff.
-    reach = torch.ceil(cutoff / bin_length).to(torch.long)  # (3,)
-    strides = torch.stack(
-        [bins_per_axis[1] * bins_per_axis[2], bins_per_axis[2], torch.ones_like(bins_per_axis[0])]
+    return lower, extent / bins_per_axis, bins_per_axis.to(torch.long)
+
+
+def _sort_into_bins(ghosts: Tensor, lower: Tensor, bin_length: Tensor, bins_per_axis: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Sort ghosts (G, 3) by bin, (column x, column y, bin z) with z fastest.
+
+    Returns ``(ghost_order, bin_start, bin_end)``: (G,) sorted position ->
+    ghost index, and (num_bins,) the range of sorted positions of each bin.
+    """
+    coordinates = torch.floor((ghosts.to(torch.float64) - lower) / bin_length).to(torch.long)
+    coordinates = torch.minimum(torch.clamp(coordinates, min=0), bins_per_axis - 1)
+    ghost_bins = (coordinates[:, 0] * bins_per_axis[1] + coordinates[:, 1]) * bins_per_axis[2] + coordinates[:, 2]
+    per_bin = torch.bincount(ghost_bins, minlength=int(torch.prod(bins_per_axis).item()))
+    bin_end = torch.cumsum(per_bin, dim=0)
+    return torch.argsort(ghost_bins), bin_end - per_bin, bin_end
+
+
+def _column_ranges(
+    centres: Tensor,
+    lower: Tensor,
+    bin_length: Tensor,
+    bins_per_axis: Tensor,
+    bin_start: Tensor,
+    bin_end: Tensor,
+    search: float,
+) -> Tuple[Tensor, Tensor]:
+    """The ranges of sorted ghosts each centre checks.
+
+    For each centre (n, 3) and each of the C = (2 * reach + 1)^2 columns
+    around its own, the bins along z that the sphere of radius ``search``
+    about the centre spans in that column: one contiguous range of sorted
+    ghosts, empty for columns outside the grid or beyond ``search``.
+
+    Returns ``(range_start, range_count)``, (n * C,) int64, centre-major.
+    """
+    num_z = bins_per_axis[2]
+    scaled = (centres.to(torch.float64) - lower) / bin_length  # (n, 3) in bin units
+    centre_column = torch.minimum(torch.clamp(torch.floor(scaled[:, :2]).to(torch.long), min=0), bins_per_axis[:2] - 1)
+    reach = int(torch.ceil(search / bin_length[:2]).max().item())
+    steps = torch.arange(-reach, reach + 1, dtype=torch.long, device=centres.device)
+    column_x = centre_column[:, 0:1] + steps.repeat_interleave(2 * reach + 1).unsqueeze(0)  # (n, C)
+    column_y = centre_column[:, 1:2] + steps.repeat(2 * reach + 1).unsqueeze(0)
+    # Distance in the plane from each centre to the nearest point of each column.
+    below_x = column_x.to(torch.float64) - scaled[:, 0:1]
+    gap_x = (torch.clamp(below_x, min=0.0) + torch.clamp(-below_x - 1.0, min=0.0)) * bin_length[0]
+    below_y = column_y.to(torch.float64) - scaled[:, 1:2]
+    gap_y = (torch.clamp(below_y, min=0.0) + torch.clamp(-below_y - 1.0, min=0.0)) * bin_length[1]
+    half_height_sq = search * search - gap_x * gap_x - gap_y * gap_y
+    valid = (
+        (half_height_sq >= 0.0)
+        & (column_x >= 0)
+        & (column_x < bins_per_axis[0])
+        & (column_y >= 0)
+        & (column_y < bins_per_axis[1])
     )
+    half_height = torch.sqrt(torch.clamp(half_height_sq, min=0.0)) / bin_length[2]
+    z_low = torch.clamp(torch.floor(scaled[:, 2:3] - half_height).to(torch.long), min=0, max=num_z - 1)
+    z_high = torch.clamp(torch.floor(scaled[:, 2:3] + half_height).to(torch.long), min=0, max=num_z - 1)
+    column = (torch.clamp(column_x, min=0) * bins_per_axis[1] + torch.clamp(column_y, min=0)) * num_z
+    first_bin = torch.where(valid, column + z_low, torch.zeros_like(column)).reshape(-1)
+    last_bin = torch.where(valid, column + z_high, torch.zeros_like(column)).reshape(-1)
+    range_start = bin_start.index_select(0, first_bin)
+    range_count = bin_end.index_select(0, last_bin) - range_start
+    return range_start, torch.where(valid.reshape(-1), range_count, torch.zeros_like(range_count))
 
-    ghost_bins = (_bin_coordinates(ghosts, lower, bin_length, bins_per_axis) * strides).sum(dim=1)  # (G,)
-    ghost_order = torch.argsort(ghost_bins)
-    num_bins = int(torch.prod(bins_per_axis).item())
-    bin_count = torch.zeros(num_bins, dtype=torch.long, device=device)
-    bin_count.index_add_(0, ghost_bins, torch.ones_like(ghost_bins))
-    bin_start = torch.cumsum(bin_count, dim=0) - bin_count
 
-    stencil = shift_table(reach, device)  # (K, 3)
-    centre_bins = _bin_coordinates(centres, lower, bin_length, bins_per_axis)  # (N, 3)
-    neighbour_bins = centre_bins.unsqueeze(1) + stencil.unsqueeze(0)  # (N, K, 3)
-    inside = ((neighbour_bins >= 0) & (neighbour_bins < bins_per_axis)).all(dim=2)  # (N, K)
-    linear = (torch.clamp(neighbour_bins, min=0) * strides).sum(dim=2)
-    linear = torch.where(inside, linear, torch.zeros_like(linear))
-    counts = torch.where(inside, bin_count[linear], torch.zeros_like(linear)).reshape(-1)
-    starts = bin_start[linear].reshape(-1)
+def _edges_in_bins(
+    centres: Tensor,
+    ghosts: Tensor,
+    ghost_ids: Tensor,
+    shifts: Tensor,
+    wrap_shifts: Tensor,
+    cutoff: float,
+    max_neighbors: int,
+    self_distance_sq: float,
+    pairs_per_chunk: int = PAIRS_PER_CHUNK,
+    search_margin: float = SEARCH_MARGIN,
+    candidates_per_neighbour: float = CANDIDATES_PER_NEIGHBOUR,
+) -> Tuple[Tensor, Tensor]:
+    """Cell-list search for the edges of the centres, capped, in reference order.
 
-    num_centres = centres.shape[0]
-    centre_of_slot = torch.arange(num_centres, device=device).repeat_interleave(stencil.shape[0])
-    pair_centre = centre_of_slot.repeat_interleave(counts)
-    # Position of each pair inside its bin: arange(P) minus the slot's first pair.
-    slot_first = torch.cumsum(counts, dim=0) - counts
-    total_pairs = pair_centre.shape[0]
-    within = torch.arange(total_pairs, device=device) - slot_first.repeat_interleave(counts)
-    pair_ghost = ghost_order.index_select(0, starts.repeat_interleave(counts) + within)
-    return pair_centre, pair_ghost
+    centres (N, 3): the wrapped atoms; ghosts (G, 3): atoms in the searched
+    images, within ``cutoff`` of the centres' bounding box, with ghost ids
+    (G,) ``shift_id * N + atom``; shifts (S, 3) int64 and wrap_shifts (N, 3)
+    int64 as in ``radius_graph_pbc``. A pair is an edge when
+    ``self_distance_sq < d^2 <= cutoff^2``; only the ``max_neighbors``
+    nearest of each centre stay (``cap_neighbors``, ties by reference
+    order), sorted by centre, neighbour and shift.
+
+    Returns ``(edge_index, cell_offsets)`` as ``radius_graph_pbc``.
+
+    Every step is local to a centre, so on the CPU centres go in chunks of
+    about ``pairs_per_chunk`` candidate pairs: the per-pair temporaries (a
+    few MB) are reused from the heap and cache instead of being mapped and
+    page-faulted in anew on every call, and the sorts are short.
+    """
+    device = centres.device
+    num_atoms = centres.shape[0]
+    num_shifts = shifts.shape[0]
+    search = cutoff * (1.0 + search_margin)
+    lower, bin_length, bins_per_axis = _bin_grid(centres, ghosts.shape[0], search)
+    ghost_order, bin_start, bin_end = _sort_into_bins(ghosts, lower, bin_length, bins_per_axis)
+    sorted_ghosts = ghosts.index_select(0, ghost_order)
+    sorted_ids = ghost_ids.index_select(0, ghost_order)
+
+    chunk = num_atoms
+    if pairs_per_chunk > 0 and device.type == "cpu":
+        # Candidates per centre, about: ghost density x (search volume x 1.5).
+        volume = float(torch.prod(bin_length * bins_per_axis.to(torch.float64)).item())
+        expected = ghosts.shape[0] / volume * (4.0 / 3.0 * math.pi * search**3) * candidates_per_neighbour
+        chunk = max(1, min(num_atoms, int(pairs_per_chunk / max(expected, 1.0))))
+    cutoff_sq = cutoff * cutoff
+    index_parts: List[Tensor] = []
+    offset_parts: List[Tensor] = []
+    for first in range(0, num_atoms, chunk):
+        last = min(first + chunk, num_atoms)
+        range_start, range_count = _column_ranges(
+            centres[first:last], lower, bin_length, bins_per_axis, bin_start, bin_end, search
+        )
+        # Chunk-local centre of each candidate pair, and its position in the
+        # sorted ghosts: range start + position within the range.
+        pairs_per_centre = range_count.view(last - first, -1).sum(dim=1)
+        pair_centre = torch.arange(last - first, dtype=torch.long, device=device).repeat_interleave(pairs_per_centre)
+        first_pair = torch.cumsum(range_count, dim=0) - range_count
+        pair_slot = (range_start - first_pair).repeat_interleave(range_count) + torch.arange(
+            pair_centre.shape[0], dtype=torch.long, device=device
+        )
+        # index_select rather than advanced indexing: several times faster
+        # on CPU for these long 1-D index vectors.
+        difference = centres[first:last].index_select(0, pair_centre) - sorted_ghosts.index_select(0, pair_slot)
+        distance_sq = (difference * difference).sum(dim=1)
+        within = torch.nonzero((distance_sq <= cutoff_sq) & (distance_sq > self_distance_sq)).reshape(-1)
+        centre = pair_centre.index_select(0, within)
+        ghost = sorted_ids.index_select(0, pair_slot.index_select(0, within))
+        distance_sq = distance_sq.index_select(0, within)
+        # Reference order: centre, then neighbour, then shift (lexicographic);
+        # the keys are unique. The cap applies first (ties at the cap broken
+        # by this key, as in the reference), and only the survivors are sorted.
+        neighbour = ghost % num_atoms
+        shift_id = torch.div(ghost, num_atoms, rounding_mode="floor")
+        key = (centre * num_atoms + neighbour) * num_shifts + shift_id
+        keep = torch.nonzero(cap_neighbors(centre, distance_sq, last - first, max_neighbors, key)).reshape(-1)
+        keep = keep.index_select(0, torch.sort(key.index_select(0, keep)).indices)
+        centre = centre.index_select(0, keep)
+        neighbour = neighbour.index_select(0, keep)
+        # Shift in the frame of the unwrapped input positions.
+        offset_parts.append(
+            shifts.index_select(0, shift_id.index_select(0, keep))
+            - wrap_shifts.index_select(0, neighbour)
+            + wrap_shifts[first:last].index_select(0, centre)
+        )
+        index_parts.append(torch.stack([neighbour, centre + first], dim=0))
+    if len(index_parts) == 0:
+        return torch.zeros((2, 0), dtype=torch.long, device=device), torch.zeros((0, 3), dtype=torch.long, device=device)
+    return torch.cat(index_parts, dim=1), torch.cat(offset_parts, dim=0)
 
 
 def cap_neighbors(centre: Tensor, distance: Tensor, num_atoms: int, max_neighbors: int, tie_key: Tensor) -> Tensor:
@@ -232,36 +370,9 @@ def radius_graph_pbc(
     ghost_ids = torch.nonzero(reachable).reshape(-1)  # ghost id = shift_id * N + atom
     ghost_positions = ghost_positions[ghost_ids]
 
-    pair_centre, pair_ghost = _candidate_pairs(wrapped, ghost_positions, cutoff)
-    # index_select rather than advanced indexing throughout: several times
-    # faster on CPU for these long 1-D index vectors.
-    difference = wrapped.index_select(0, pair_centre) - ghost_positions.index_select(0, pair_ghost)
-    distance_sq = (difference * difference).sum(dim=1)
-    within = torch.nonzero((distance_sq <= cutoff * cutoff) & (distance_sq > self_distance_sq)).reshape(-1)
-    centre = pair_centre.index_select(0, within)
-    ghost = ghost_ids.index_select(0, pair_ghost.index_select(0, within))
-    distance_sq = distance_sq.index_select(0, within)
-    neighbour = ghost % num_atoms
-    shift_id = torch.div(ghost, num_atoms, rounding_mode="floor")
-
-    # Reference order: centre, then neighbour, then shift (lexicographic);
-    # the keys are unique. Candidates come grouped by centre, so the cap
-    # applies before sorting (ties at the cap broken by this key, as in the
-    # reference), and only the survivors are sorted.
-    key = (centre * num_atoms + neighbour) * num_shifts + shift_id
-    keep = torch.nonzero(cap_neighbors(centre, distance_sq, num_atoms, max_neighbors, key)).reshape(-1)
-    keep = keep.index_select(0, torch.sort(key.index_select(0, keep), stable=True).indices)
-    centre = centre.index_select(0, keep)
-    neighbour = neighbour.index_select(0, keep)
-    shift_id = shift_id.index_select(0, keep)
-    # Shift in the frame of the unwrapped input positions.
-    cell_offsets = (
-        shifts.index_select(0, shift_id)
-        - wrap_shifts.index_select(0, neighbour)
-        + wrap_shifts.index_select(0, centre)
+    return _edges_in_bins(
+        wrapped, ghost_positions, ghost_ids, shifts, wrap_shifts, cutoff, max_neighbors, self_distance_sq
     )
-    edge_index = torch.stack([neighbour, centre], dim=0)
-    return edge_index, cell_offsets
 
 
 def batched_radius_graph_pbc(
