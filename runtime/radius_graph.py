@@ -57,7 +57,7 @@ SEARCH_MARGIN: float = 1.0e-5
 # Candidate pairs per chunk on the CPU (whole centres per chunk): small
 # enough that the per-pair temporaries (a few MB) are reused from the heap
 # rather than mapped and page-faulted in on every call.
-PAIRS_PER_CHUNK: int = 65536
+PAIRS_PER_CHUNK: int = 131072
 # Candidate pairs per neighbour within the cutoff, about, for this search
 # (sizes the chunks).
 CANDIDATES_PER_NEIGHBOUR: float = 1.5
@@ -166,30 +166,28 @@ def _column_ranges(
     """
     num_z = bins_per_axis[2]
     scaled = (centres.to(torch.float64) - lower) / bin_length  # (n, 3) in bin units
-    centre_column = torch.minimum(torch.clamp(torch.floor(scaled[:, :2]).to(torch.long), min=0), bins_per_axis[:2] - 1)
     reach = int(torch.ceil(search / bin_length[:2]).max().item())
     steps = torch.arange(-reach, reach + 1, dtype=torch.long, device=centres.device)
-    column_x = centre_column[:, 0:1] + steps.repeat_interleave(2 * reach + 1).unsqueeze(0)  # (n, C)
-    column_y = centre_column[:, 1:2] + steps.repeat(2 * reach + 1).unsqueeze(0)
-    # Distance in the plane from each centre to the nearest point of each column.
-    below_x = column_x.to(torch.float64) - scaled[:, 0:1]
-    gap_x = (torch.clamp(below_x, min=0.0) + torch.clamp(-below_x - 1.0, min=0.0)) * bin_length[0]
-    below_y = column_y.to(torch.float64) - scaled[:, 1:2]
-    gap_y = (torch.clamp(below_y, min=0.0) + torch.clamp(-below_y - 1.0, min=0.0)) * bin_length[1]
-    half_height_sq = search * search - gap_x * gap_x - gap_y * gap_y
-    valid = (
-        (half_height_sq >= 0.0)
-        & (column_x >= 0)
-        & (column_x < bins_per_axis[0])
-        & (column_y >= 0)
-        & (column_y < bins_per_axis[1])
-    )
-    half_height = torch.sqrt(torch.clamp(half_height_sq, min=0.0)) / bin_length[2]
+    # Columns around each centre along x and along y: (n, 2, W), W = 2 * reach + 1.
+    own = torch.minimum(torch.clamp(torch.floor(scaled[:, :2]).to(torch.long), min=0), bins_per_axis[:2] - 1)
+    column = own.unsqueeze(2) + steps
+    inside = (column >= 0) & (column < bins_per_axis[:2].unsqueeze(1))
+    # Distance from each centre to the nearest face of each column, per direction.
+    below = column.to(torch.float64) - scaled[:, :2].unsqueeze(2)
+    gap = (torch.clamp(below, min=0.0) + torch.clamp(-below - 1.0, min=0.0)) * bin_length[:2].unsqueeze(1)
+    gap_sq = torch.where(inside, gap * gap, torch.full_like(gap, float("inf")))
+    # (n, W, W): squared half height along z of the search sphere in each column.
+    half_height_sq = search * search - gap_sq[:, 0, :].unsqueeze(2) - gap_sq[:, 1, :].unsqueeze(1)
+    valid = (half_height_sq >= 0.0).reshape(centres.shape[0], -1)  # (n, C)
+    half_height = torch.sqrt(torch.clamp(half_height_sq, min=0.0)).reshape(centres.shape[0], -1) / bin_length[2]
     z_low = torch.clamp(torch.floor(scaled[:, 2:3] - half_height).to(torch.long), min=0, max=num_z - 1)
     z_high = torch.clamp(torch.floor(scaled[:, 2:3] + half_height).to(torch.long), min=0, max=num_z - 1)
-    column = (torch.clamp(column_x, min=0) * bins_per_axis[1] + torch.clamp(column_y, min=0)) * num_z
-    first_bin = torch.where(valid, column + z_low, torch.zeros_like(column)).reshape(-1)
-    last_bin = torch.where(valid, column + z_high, torch.zeros_like(column)).reshape(-1)
+    column = torch.clamp(column, min=0)
+    base = ((column[:, 0, :].unsqueeze(2) * bins_per_axis[1] + column[:, 1, :].unsqueeze(1)) * num_z).reshape(
+        centres.shape[0], -1
+    )
+    first_bin = torch.where(valid, base + z_low, torch.zeros_like(base)).reshape(-1)
+    last_bin = torch.where(valid, base + z_high, torch.zeros_like(base)).reshape(-1)
     range_start = bin_start.index_select(0, first_bin)
     range_count = bin_end.index_select(0, last_bin) - range_start
     return range_start, torch.where(valid.reshape(-1), range_count, torch.zeros_like(range_count))
