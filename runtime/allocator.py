@@ -29,7 +29,11 @@ ENVIRONMENT_SWITCH = "OCPDEPLOY_KEEP_FREED_MEMORY"
 # glibc mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
-NEVER_TRIM = 2**31 - 1  # the largest int mallopt accepts: freed memory stays in the heap
+# mallopt takes an int; glibc stores the trim threshold as size_t, so -1 is
+# SIZE_MAX: the heap is never trimmed. (2**31 - 1, the largest positive int,
+# still returned free blocks above 2 GB, e.g. GemNet-OC's 4.5 GB quadruplet
+# weights at 4,840 atoms, to the kernel after every call.)
+NEVER_TRIM = -1
 NO_MMAP = 0
 
 _applied = False
