@@ -29,11 +29,14 @@ ENVIRONMENT_SWITCH = "OCPDEPLOY_KEEP_FREED_MEMORY"
 # glibc mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
-# mallopt takes an int; glibc stores the trim threshold as size_t, so -1 is
-# SIZE_MAX: the heap is never trimmed. (2**31 - 1, the largest positive int,
-# still returned free blocks above 2 GB, e.g. GemNet-OC's 4.5 GB quadruplet
-# weights at 4,840 atoms, to the kernel after every call.)
-NEVER_TRIM = -1
+# The largest int mallopt accepts: freed memory below 2 GB stays in the heap.
+# Larger free blocks are still returned (e.g. GemNet-OC's 4.5 GB quadruplet
+# weights at 4,840 atoms, page-faulted in again on every call). -1 (SIZE_MAX
+# in glibc: never trim) removed those faults (the shared bases there: 26 s
+# -> 11-14 s from the second call), but the heap then fragmented past the
+# machine's 24 GB and a TorchScript call was OOM-killed, where it needs
+# 10.8 GB with the default allocator; so not that.
+NEVER_TRIM = 2**31 - 1
 NO_MMAP = 0
 
 _applied = False
