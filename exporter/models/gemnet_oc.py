@@ -40,7 +40,15 @@ from .gemnet_oc_layers import (
     ResidualLayer,
     TripletInteraction,
 )
-from .layers import EDGE_CHUNK_ELEMENTS, check_radial_options, edge_chunk_rows, pad_groups, padded_index, padding_mask
+from .layers import (
+    EDGE_CHUNK_ELEMENTS,
+    at_positions,
+    check_radial_options,
+    edge_chunk_rows,
+    pad_groups,
+    padded_index,
+    slot_positions,
+)
 
 # Smallest |cross product| in the dihedral angle (reference ``get_angle``).
 DIHEDRAL_EPS: float = 1.0e-9
@@ -430,9 +438,16 @@ class GemNetOCCore(nn.Module):
             quad_out = graph["quad_out"]
             quad_slot = graph["quad_slot"]
             quad_kmax = graph["quad_kmax"]
-            # Per (main edge, slot) of the padded layout, (E*K,): the quadruplet's two triplets.
-            tin_padded = padded_index(graph["quad_trip_in_to_quad"], quad_out, quad_slot, quad_kmax, num_main)
-            tout_padded = padded_index(graph["quad_trip_out_to_quad"], quad_out, quad_slot, quad_kmax, num_main)
+            # Per (main edge, slot) of the padded layout, (E*K,): the quadruplet's
+            # two triplets, and whether a quadruplet sits there (positions once: Q is
+            # the largest index of the model, 32M at 4,840 atoms).
+            positions_q = slot_positions(quad_out, quad_slot, quad_kmax)
+            padded_size = num_main * quad_kmax.shape[0]
+            tin_padded = at_positions(graph["quad_trip_in_to_quad"], positions_q, padded_size)
+            tout_padded = at_positions(graph["quad_trip_out_to_quad"], positions_q, padded_size)
+            used = at_positions(
+                torch.ones(quad_out.shape[0], dtype=d_main.dtype, device=quad_out.device), positions_q, padded_size
+            )
             # d -> b -> a
             v_ba = v_qint[tin_out]
             v_db = v_main[tin_in]
@@ -446,7 +461,6 @@ class GemNetOCCore(nn.Module):
             rad_cir_q, cir_q = self.cbf_basis_qint(d_qint, cos_abd)
             bases["qint_rad"] = self.mlp_rbf_qint(rad_main)
             bases["qint_cir"] = self.mlp_cbf_qint.project(rad_cir_q, cir_q, tin_out)
-            used = padding_mask(quad_out, quad_slot, quad_kmax, num_main, d_main.dtype)
             bases["qint_weights"] = self._quad_weights(
                 self.mlp_sbf_qint(self.sbf_basis_qint.radial_basis(d_main)), cross_in, cross_out, cos_cab_q,
                 tin_padded, tout_padded, used, quad_kmax.shape[0],

@@ -161,6 +161,17 @@ def pad_groups(values: Tensor, out: Tensor, slot: Tensor, kmax: Tensor, num_grou
     return padded.index_put_((out * width + slot,), values).reshape(num_groups, width, values.shape[1])
 
 
+def slot_positions(out: Tensor, slot: Tensor, kmax: Tensor) -> Tensor:
+    """(T,) flat positions ``out * K + slot`` of entries in a (num_groups * K,) padded layout."""
+    return out * kmax.shape[0] + slot
+
+
+def at_positions(values: Tensor, positions: Tensor, size: int) -> Tensor:
+    """(T,) -> (size,): ``values[t]`` at ``positions[t]`` (unique), 0 elsewhere."""
+    table = torch.zeros(size, dtype=values.dtype, device=values.device)
+    return table.index_put_((positions,), values)
+
+
 def padded_index(index: Tensor, out: Tensor, slot: Tensor, kmax: Tensor, num_groups: int) -> Tensor:
     """(T,) -> (num_groups * K,): ``index[t]`` at ``out[t] * K + slot[t]``, 0 at unused slots.
 
@@ -169,15 +180,13 @@ def padded_index(index: Tensor, out: Tensor, slot: Tensor, kmax: Tensor, num_gro
     ``rows[0]`` instead of zeros, so it must only be contracted with a
     padded tensor that is zero there (``pad_groups`` output or
     :func:`padding_mask`). It never forms the (T, C) gather, nor a zero
-    fill and a scatter per call.
+    fill and a scatter per call. Several tables over the same slots:
+    ``at_positions(index, slot_positions(...), num_groups * K)``.
     """
-    width = kmax.shape[0]
-    table = torch.zeros(num_groups * width, dtype=index.dtype, device=index.device)
-    return table.index_put_((out * width + slot,), index)
+    return at_positions(index, slot_positions(out, slot, kmax), num_groups * kmax.shape[0])
 
 
 def padding_mask(out: Tensor, slot: Tensor, kmax: Tensor, num_groups: int, dtype: torch.dtype) -> Tensor:
     """(num_groups * K,) of ``dtype``: 1 at the slots entries occupy, 0 at unused ones."""
-    width = kmax.shape[0]
-    mask = torch.zeros(num_groups * width, dtype=dtype, device=out.device)
-    return mask.index_put_((out * width + slot,), torch.ones(out.shape[0], dtype=dtype, device=out.device))
+    ones = torch.ones(out.shape[0], dtype=dtype, device=out.device)
+    return at_positions(ones, slot_positions(out, slot, kmax), num_groups * kmax.shape[0])
