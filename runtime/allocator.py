@@ -17,7 +17,7 @@ Measured (PaiNN h512, 1,008-atom bulk, TorchScript, 2 threads): 8.5 s ->
 5.2 s per call at the same peak RSS; but with a variant that allocated
 padded (N, K, 3H) tensors the heap grew to 17 GB instead of 1.7 GB
 (fragmentation with nothing returned), hence not the default.
-C++ hosts get the same with ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=-1``
+C++ hosts get the same with ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647``
 in their environment.
 """
 
