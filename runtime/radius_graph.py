@@ -43,8 +43,9 @@ SELF_DISTANCE_SQ: float = 1.0e-4
 # Cell list: square columns of side cutoff / COLUMNS_PER_CUTOFF in the first
 # two Cartesian directions, cut into bins of cutoff / BINS_PER_CUTOFF along
 # the third. Each centre searches, in every column within reach, only the
-# bins spanned by its cutoff sphere, so about 1.5 candidates are checked per
-# neighbour (a 5^3 stencil of cubic bins of cutoff / 2 checks 3.7).
+# bins spanned by its cutoff sphere, so about 1.7 candidates are checked per
+# neighbour (a 5^3 stencil of cubic bins of cutoff / 2 checks 3.8; measured
+# on 1,008 atoms / 12 A and 10,140 atoms / 6 A).
 COLUMNS_PER_CUTOFF: int = 3
 BINS_PER_CUTOFF: int = 8
 # Upper bound on bins per ghost atom, so sparse systems in huge boxes do not
@@ -60,7 +61,7 @@ SEARCH_MARGIN: float = 1.0e-5
 PAIRS_PER_CHUNK: int = 131072
 # Candidate pairs per neighbour within the cutoff, about, for this search
 # (sizes the chunks).
-CANDIDATES_PER_NEIGHBOUR: float = 1.5
+CANDIDATES_PER_NEIGHBOUR: float = 1.7
 
 
 def periodic_images(cell: Tensor, pbc: Tensor, cutoff: float) -> Tensor:
@@ -234,7 +235,7 @@ def _edges_in_bins(
 
     chunk = num_atoms
     if pairs_per_chunk > 0 and device.type == "cpu":
-        # Candidates per centre, about: ghost density x (search volume x 1.5).
+        # Candidates per centre, about: ghost density x search volume x candidates per neighbour.
         volume = float(torch.prod(bin_length * bins_per_axis.to(torch.float64)).item())
         expected = ghosts.shape[0] / volume * (4.0 / 3.0 * math.pi * search**3) * candidates_per_neighbour
         chunk = max(1, min(num_atoms, int(pairs_per_chunk / max(expected, 1.0))))
@@ -354,7 +355,6 @@ def radius_graph_pbc(
         wrapped = positions
         wrap_shifts = torch.zeros((num_atoms, 3), dtype=torch.long, device=device)
         shifts = torch.zeros((1, 3), dtype=torch.long, device=device)
-    num_shifts = shifts.shape[0]
 
     # Ghosts: every atom in every searched image, limited to the region any
     # centre can reach.
