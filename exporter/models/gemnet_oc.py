@@ -45,6 +45,7 @@ from .layers import (
     at_positions,
     check_radial_options,
     edge_chunk_rows,
+    occupied_mask,
     pad_groups,
     padded_index,
     slot_positions,
@@ -445,9 +446,7 @@ class GemNetOCCore(nn.Module):
             padded_size = num_main * quad_kmax.shape[0]
             tin_padded = at_positions(graph["quad_trip_in_to_quad"], positions_q, padded_size)
             tout_padded = at_positions(graph["quad_trip_out_to_quad"], positions_q, padded_size)
-            used = at_positions(
-                torch.ones(quad_out.shape[0], dtype=d_main.dtype, device=quad_out.device), positions_q, padded_size
-            )
+            used = occupied_mask(positions_q, padded_size, d_main.dtype)
             # d -> b -> a
             v_ba = v_qint[tin_out]
             v_db = v_main[tin_in]

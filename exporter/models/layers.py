@@ -186,7 +186,11 @@ def padded_index(index: Tensor, out: Tensor, slot: Tensor, kmax: Tensor, num_gro
     return at_positions(index, slot_positions(out, slot, kmax), num_groups * kmax.shape[0])
 
 
+def occupied_mask(positions: Tensor, size: int, dtype: torch.dtype) -> Tensor:
+    """(size,) of ``dtype``: 1 at ``positions`` (T,), 0 elsewhere."""
+    return at_positions(torch.ones(positions.shape[0], dtype=dtype, device=positions.device), positions, size)
+
+
 def padding_mask(out: Tensor, slot: Tensor, kmax: Tensor, num_groups: int, dtype: torch.dtype) -> Tensor:
     """(num_groups * K,) of ``dtype``: 1 at the slots entries occupy, 0 at unused ones."""
-    ones = torch.ones(out.shape[0], dtype=dtype, device=out.device)
-    return at_positions(ones, slot_positions(out, slot, kmax), num_groups * kmax.shape[0])
+    return occupied_mask(slot_positions(out, slot, kmax), num_groups * kmax.shape[0], dtype)
