@@ -13,9 +13,11 @@ its weights as explicit inputs, traced with ``make_fx`` (symbolic shapes,
 core ATen decompositions, autograd included), and the traced graph is
 exported with the weights held as buffers (see export-pitfalls.md).
 
-Every accumulating scatter is then rewritten to ScatterElements
-(``onnx_scatter.py``) so ONNX Runtime sums race-free with any number of
-intra-op threads; the artifact records it as ``race_free_aggregation``.
+The identity Transposes onnxscript leaves are then removed
+(``onnx_identity.py``), and every accumulating scatter is rewritten to
+ScatterElements (``onnx_scatter.py``) so ONNX Runtime sums race-free with
+any number of intra-op threads; the artifact records it as
+``race_free_aggregation``.
 """
 
 import copy
@@ -35,6 +37,7 @@ from ocpdeploy.runtime.keys import RACE_FREE_KEY, ATOMIC_NUMBERS, BATCH, CELL, E
 from ocpdeploy.runtime.metadata import to_onnx_props
 
 from .deployed import PhysicalModel
+from .onnx_identity import drop_identity_transposes
 from .onnx_scatter import count_racing_scatters, make_scatter_race_free
 
 ONNX_SUFFIX = ".onnx"
@@ -163,6 +166,7 @@ def write_onnx(
         raise ValueError(f"ONNX artifacts end in '{ONNX_SUFFIX}', got '{path}'")
     _export(physical, graph_names, example, path)
     model = onnx.load(path)
+    drop_identity_transposes(model)
     make_scatter_race_free(model)
     if count_racing_scatters(model):
         raise ValueError(f"{path}: the exported graph still has accumulating ScatterND nodes (not race-free)")

@@ -22,7 +22,7 @@ from ocpdeploy.runtime.keys import CELL_OFFSETS, EDGE_INDEX, EDGE_KMAX, EDGE_SLO
 
 from .layers import (
     EDGE_CHUNK_ELEMENTS, AtomEmbedding, RadialBasis, ScaledSiLU, ScaleFactor, check_radial_options, edge_chunk_rows,
-    inv_sqrt, pad_groups,
+    at_positions, inv_sqrt, slot_positions,
 )
 
 # Distances closer than this to zero are replaced by it before dividing
@@ -75,11 +75,12 @@ class PaiNNMessage(nn.Module):
     free lists instead of fresh page-faulting ``mmap``s. The sums are the
     same: ``index_add_`` adds the edges of each target in edge order either
     way. ``edge_chunk_elements <= 0`` (set for ONNX exports: their graphs
-    have no loops) is one pass that sums through the padded (N, K) layout of
-    ``edge_slot`` / ``edge_kmax`` instead: each message is copied to
-    ``[target, slot]`` and the K slots are reduced, so ONNX Runtime runs a
-    plain copy and a ReduceSum rather than an accumulating ScatterElements
-    (single-threaded and the slowest op of the one-pass graph).
+    have no loops) is one pass over the padded (N, K) layout of
+    ``edge_slot`` / ``edge_kmax`` instead (``_padded``): the messages are
+    computed at the slots and the K slots of each target are reduced, so
+    ONNX Runtime runs a ReduceSum rather than an accumulating
+    ScatterElements (single-threaded and the slowest op of the one-pass
+    graph).
     """
 
     hidden_channels: int
@@ -158,14 +159,31 @@ class PaiNNMessage(nn.Module):
         edge_slot: Tensor,
         edge_kmax: Tensor,
     ) -> Tuple[Tensor, Tensor]:
-        """One pass; per-target sums over the padded (N, K, ...) layout."""
-        target = edge_index[1]
+        """One pass, with the messages computed directly in the padded (N, K) layout.
+
+        Slot ``target * K + edge_slot`` holds its edge; unused slots read the
+        zero row appended to ``xh`` and ``vec`` (source index N), so their
+        messages are exactly 0 without a mask pass. The K slots of each
+        target are then summed: no (N*K, 3H) zero fill, scatter or copy of
+        the messages (ONNX Runtime runs Gather, Gemm, Mul and ReduceSum).
+        """
         num_atoms = vec.shape[0]
-        a, message_vec = self._messages(xh, vec, edge_index[0], edge_rbf, edge_unit)
-        dx = pad_groups(a, target, edge_slot, edge_kmax, num_atoms).sum(dim=1)  # (N, H)
-        flat = message_vec.reshape(message_vec.shape[0], 3 * self.hidden_channels)
-        dvec = pad_groups(flat, target, edge_slot, edge_kmax, num_atoms).sum(dim=1)  # (N, 3H)
-        return dx, dvec.reshape(vec.shape)
+        width = edge_kmax.shape[0]
+        size = num_atoms * width
+        positions = slot_positions(edge_index[1], edge_slot, edge_kmax)  # (E,)
+        edge_at_slot = at_positions(
+            torch.arange(edge_index.shape[1], dtype=edge_index.dtype, device=edge_index.device), positions, size
+        )  # (N*K,), edge 0 at unused slots
+        source_at_slot = at_positions(edge_index[0] - num_atoms, positions, size) + num_atoms  # (N*K,), N at unused
+        xh_padded = torch.cat([xh, torch.zeros((1, xh.shape[1]), dtype=xh.dtype, device=xh.device)])  # (N+1, 3H)
+        vec_padded = torch.cat([vec, torch.zeros((1, 3, vec.shape[2]), dtype=vec.dtype, device=vec.device)])
+        a, message_vec = self._messages(
+            xh_padded, vec_padded, source_at_slot, edge_rbf.index_select(0, edge_at_slot),
+            edge_unit.index_select(0, edge_at_slot),
+        )
+        dx = a.reshape(num_atoms, width, self.hidden_channels).sum(dim=1)  # (N, H)
+        dvec = message_vec.reshape(num_atoms, width, 3, self.hidden_channels).sum(dim=1)  # (N, 3, H)
+        return dx, dvec
 
 
 class PaiNNUpdate(nn.Module):

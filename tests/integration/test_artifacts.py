@@ -70,6 +70,19 @@ def test_onnx_is_deterministic_and_correct_with_two_threads(export_artifact, che
     assert np.abs(first["forces"] - expected["forces"]).max() <= 2e-4 * np.abs(expected["forces"]).max() + 1e-3
 
 
+@pytest.mark.parametrize("checkpoint", DIRECT_MODELS)
+def test_onnx_graph_has_no_copies_or_racing_scatters(export_artifact, checkpoint):
+    """The written graph: no identity Transposes (full copies) and no accumulating ScatterND."""
+    import onnx
+
+    from ocpdeploy.exporter.onnx_identity import drop_identity_transposes
+    from ocpdeploy.exporter.onnx_scatter import count_racing_scatters
+
+    graph = onnx.load(export_artifact(checkpoint, "onnx"), load_external_data=False)
+    assert count_racing_scatters(graph) == 0
+    assert drop_identity_transposes(graph) == 0
+
+
 @pytest.mark.parametrize("format", ["torchscript", "onnx"])
 @pytest.mark.parametrize("checkpoint", ["painn_tiny", "gemnet_oc_tiny"])
 def test_float64_export_matches_float64_eager(export_artifact, checkpoint, format):
