@@ -11,9 +11,10 @@ cells (tags 1, so GemNet-OC builds quadruplets), and for PaiNN a ~10,000-atom
 bulk. Every (model, engine, structure) runs in a fresh worker process: two
 warm-up calls (``WARMUP_CALLS``), then the median of the timed energy+forces calls (graph
 construction included), the graph-construction part alone (same graph
-module, timed separately), and the worker's peak RSS (with
-``OCPDEPLOY_KEEP_FREED_MEMORY=1`` our engines run with
-``ocpdeploy.runtime.allocator.keep_freed_memory``); a worker whose RSS
+module, timed separately), and the worker's peak RSS (our engines run
+with the malloc setting ``ocpdeploy.runtime.allocator.tune_malloc`` applies
+for ``OCPDEPLOY_KEEP_FREED_MEMORY``, as a user's process gets it; the
+reference with glibc's defaults); a worker whose RSS
 passes ``--memory-limit`` GB is killed and reported as such. Graph
 construction alone is compared for the reference ``radius_graph_pbc``, ours,
 vesin and ase.neighborlist. A PaiNN h512 forward pass is priced in FLOPs
@@ -157,10 +158,10 @@ def worker(task: Dict[str, Any]) -> Dict[str, Any]:
     elif engine == "eager":
         from ocpdeploy.exporter.checkpoint import load_rewrite
         from ocpdeploy.exporter.deployed import PhysicalModel
-        from ocpdeploy.runtime.allocator import keep_freed_memory
+        from ocpdeploy.runtime.allocator import tune_malloc
         from ocpdeploy.runtime.structures import atoms_to_arrays
 
-        keep_freed_memory()  # as load_model does for the artifacts (opt-in, environment)
+        tune_malloc()  # as load_model does for the artifacts
         core, graph, checkpoint = load_rewrite(task["checkpoint"])
         core.requires_grad_(False)
         n = checkpoint.normalizers

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from .allocator import keep_freed_memory
+from .allocator import tune_malloc
 from .graphs import build_graph
 from .keys import RACE_FREE_KEY, ENERGY, FORCES, FORCES_DIRECT, METADATA_FILE, STRESS
 from .metadata import ArtifactError, check_metadata, from_onnx_props
@@ -255,13 +255,15 @@ _NUMPY_TYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.int6
 def load_model(path: str, device: str = "cpu", threads: Optional[int] = None) -> DeployedModel:
     """Load a ``.pt`` (TorchScript) or ``.onnx`` artifact.
 
-    With ``OCPDEPLOY_KEEP_FREED_MEMORY=1`` in the environment it also keeps
-    freed memory in the process heap from now on (``allocator.keep_freed_memory``).
+    It also applies, once per process, the glibc malloc setting that
+    ``OCPDEPLOY_KEEP_FREED_MEMORY`` selects (``allocator.tune_malloc``;
+    unset: freed blocks below 32 MB are reused rather than page-faulted in
+    again, 1: every block below 2 GB, 0: malloc left alone).
     """
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"artifact not found: {path}")
-    keep_freed_memory()
+    tune_malloc()
     if file.suffix == ".onnx":
         return OnnxModel(str(file), device=device, threads=threads)
     if file.suffix == ".pt":

@@ -97,8 +97,8 @@ def assert_main_graph_matches(graph, reference_data, structure):
     assert len(mine) == edge_index.shape[1]
 
 
-def run_python(code, env_extra=None):
-    """Run code in a fresh interpreter; returns CompletedProcess."""
+def run_python(code, env_extra=None, args=()):
+    """Run code in a fresh interpreter (``sys.argv[1:]`` = ``args``); returns CompletedProcess."""
     env = dict(os.environ)
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600)
