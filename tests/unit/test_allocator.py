@@ -72,9 +72,13 @@ def test_bounded_default_reuses_an_edge_loop_working_set():
     if not _glibc():
         pytest.skip("not glibc: the tuning is a no-op")
     count, megabytes = 6, 4
-    if not _huge_pages_always():  # else fresh memory faults once per 2 MB, not per page
-        assert _faults("0", count, megabytes) > _pages(count, megabytes) // 2
-    assert _faults("", count, megabytes) < _pages(count, megabytes) // 20
+    # glibc's own behaviour here depends on its dynamic thresholds (what the
+    # process allocated before): re-faulting every round in a fresh
+    # interpreter on this machine, not always inside the CI's pytest
+    # process, so the default side is measured but not required.
+    untuned = _faults("0", count, megabytes)
+    bounded = _faults("", count, megabytes)
+    assert bounded < _pages(count, megabytes) // 20, (bounded, untuned)
 
 
 def test_keep_reuses_large_blocks_and_bounded_does_not():
