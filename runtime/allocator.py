@@ -9,8 +9,10 @@ again on every call:
   ``mmap`` each and are ``munmap``-ed on free;
 * the heap is trimmed whenever more than twice that threshold is free at its
   top, which a loop's working set of a few 4 MB chunks passes at the end of
-  every chunk (measured: 6 x 4 MB blocks allocated and freed per round fault
-  6,100 pages a round by default, 0 with the bounded setting below).
+  every chunk (measured in a fresh interpreter: 6 x 4 MB blocks allocated
+  and freed per round fault 6,100 pages a round by default, 0 with the
+  bounded setting below; the dynamic thresholds depend on what the process
+  allocated before, so not every process sees the default side).
 
 ``tune_malloc()`` applies, once per process, the setting named by the
 environment variable ``OCPDEPLOY_KEEP_FREED_MEMORY``:
