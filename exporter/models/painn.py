@@ -130,12 +130,20 @@ class PaiNNMessage(nn.Module):
         chunk = edge_chunk_rows(self.edge_chunk_elements, 3 * self.hidden_channels, num_edges, x.is_cpu)
         if chunk == 0:
             chunk = max(1, num_edges)
+        xh_thirds = self._thirds(xh)
         for start in range(0, num_edges, chunk):
             stop = min(start + chunk, num_edges)
-            self._accumulate(xh, vec, edge_index[:, start:stop], edge_rbf[start:stop], edge_unit[start:stop], dx, dvec)
+            self._accumulate(xh_thirds, vec, edge_index[:, start:stop], edge_rbf[start:stop], edge_unit[start:stop], dx, dvec)
         return dx, dvec
 
-    def _factors(self, xh: Tensor, source: Tensor, edge_rbf: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def _thirds(self, xh: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """(N, 3H) -> its (a, b, c) thirds, each a contiguous (N, H) table to gather rows from."""
+        xh_a, xh_b, xh_c = torch.split(xh, self.hidden_channels, dim=-1)
+        return xh_a.contiguous(), xh_b.contiguous(), xh_c.contiguous()
+
+    def _factors(
+        self, xh_thirds: Tuple[Tensor, Tensor, Tensor], source: Tensor, edge_rbf: Tensor
+    ) -> Tuple[Tensor, Tensor, Tensor]:
         """The three (E_c, H) factors ``a, b, c`` of E_c edges: ``xh[source]`` times ``rbf_proj(edge_rbf)``, per third.
 
         ``rbf_proj`` runs as three (R -> H) products on its weight's thirds
@@ -145,24 +153,31 @@ class PaiNNMessage(nn.Module):
         hidden = self.hidden_channels
         weight = self.rbf_proj.weight  # (3H, R)
         bias = self.rbf_proj.bias  # (3H,)
-        xh_a, xh_b, xh_c = torch.split(xh, hidden, dim=-1)  # 3 x (N, H)
+        xh_a, xh_b, xh_c = xh_thirds  # 3 x (N, H)
         a = xh_a.index_select(0, source) * nn.functional.linear(edge_rbf, weight[:hidden], bias[:hidden])
         b = xh_b.index_select(0, source) * nn.functional.linear(edge_rbf, weight[hidden : 2 * hidden], bias[hidden : 2 * hidden])
         c = xh_c.index_select(0, source) * nn.functional.linear(edge_rbf, weight[2 * hidden :], bias[2 * hidden :])
         return a, b, c
 
     def _accumulate(
-        self, xh: Tensor, vec: Tensor, edge_index: Tensor, edge_rbf: Tensor, edge_unit: Tensor, dx: Tensor, dvec: Tensor
+        self,
+        xh_thirds: Tuple[Tensor, Tensor, Tensor],
+        vec: Tensor,
+        edge_index: Tensor,
+        edge_rbf: Tensor,
+        edge_unit: Tensor,
+        dx: Tensor,
+        dvec: Tensor,
     ) -> None:
         """Add the messages of these edges (E_c of them) into ``dx`` (N, H) and ``dvec`` (N, 3, H).
 
-        ``xh`` (N, 3H) already carries ``message_scales``, so the vector message
+        ``xh_thirds`` (3 x (N, H)) already carry ``message_scales``, so the vector message
         (vec_j * b / sqrt(3) + c (x) u) / sqrt(H) is one product and one fused
         add (addcmul): two passes over the (E_c, 3, H) message instead of four.
         """
         source = edge_index[0]
         target = edge_index[1]
-        a, b, c = self._factors(xh, source, edge_rbf)
+        a, b, c = self._factors(xh_thirds, source, edge_rbf)
         message_vec = torch.addcmul(vec.index_select(0, source) * b.unsqueeze(1), c.unsqueeze(1), edge_unit.unsqueeze(2))
         dx.index_add_(0, target, a)
         dvec.index_add_(0, target, message_vec)
@@ -199,7 +214,7 @@ class PaiNNMessage(nn.Module):
         source_at_slot = at_positions(edge_index[0] - num_atoms, positions, size) + num_atoms  # (N*K,), N at unused
         xh_padded = torch.cat([xh, torch.zeros((1, xh.shape[1]), dtype=xh.dtype, device=xh.device)])  # (N+1, 3H)
         vec_padded = torch.cat([vec, torch.zeros((1, 3, hidden), dtype=vec.dtype, device=vec.device)])  # (N+1, 3, H)
-        a, b, c = self._factors(xh_padded, source_at_slot, edge_rbf.index_select(0, edge_at_slot))  # 3 x (N*K, H)
+        a, b, c = self._factors(self._thirds(xh_padded), source_at_slot, edge_rbf.index_select(0, edge_at_slot))  # 3 x (N*K, H)
         unit_at_slot = edge_unit.index_select(0, edge_at_slot).reshape(num_atoms, width, 3)  # (N, K, 3)
         dx = a.reshape(num_atoms, width, hidden).sum(dim=1)  # (N, H)
         dvec = (vec_padded.index_select(0, source_at_slot) * b.unsqueeze(1)).reshape(num_atoms, width, 3, hidden).sum(dim=1)
