@@ -208,7 +208,33 @@ class EfficientInteractionBilinear(nn.Module):
         return self.bilinear(x.reshape(num_atoms, x.shape[1] * x.shape[2]))
 
 
-class TripletInteraction(nn.Module):
+class SwapSymmetricOutput:
+    """Mixin for the symmetric interactions: ``(up_projection_ca(x) + up_projection_ac(x)[id_swap]) / sqrt(2)``.
+
+    (E, C) -> (E, D). ``up_projection_ac`` runs on all rows first (its rows
+    are read swapped); ``up_projection_ca``, the swapped gather and the sum
+    run in edge chunks of ``edge_chunk_elements`` on the CPU, so only the
+    result is a whole (E, D) tensor (ONNX exports: one pass).
+    """
+
+    def _swap_sum(self, x: Tensor, id_swap: Tensor) -> Tensor:
+        up_ca = self.up_projection_ca
+        up_ac = self.up_projection_ac
+        if up_ac is None:
+            raise RuntimeError("symmetric output without up_projection_ac")
+        x_ac = up_ac(x)
+        num_rows = x.shape[0]
+        rows = edge_chunk_rows(self.edge_chunk_elements, x_ac.shape[1], num_rows, x.is_cpu)
+        if rows == 0:
+            return (up_ca(x) + x_ac[id_swap]) * self.inv_sqrt_2
+        out = torch.empty_like(x_ac)
+        for start in range(0, num_rows, rows):
+            stop = min(start + rows, num_rows)
+            out[start:stop] = (up_ca(x[start:stop]) + x_ac.index_select(0, id_swap[start:stop])) * self.inv_sqrt_2
+        return out
+
+
+class TripletInteraction(SwapSymmetricOutput, nn.Module):
     """Triplet message passing (edge-edge, atom-edge or edge-atom).
 
     Inputs: embeddings ``m`` of the in-graph (edges, or atoms expanded to
@@ -260,9 +286,7 @@ class TripletInteraction(nn.Module):
     def _output(self, x: Tensor, id_swap: Tensor) -> Tensor:
         x = self.scale_cbf_sum(x)
         if self.up_projection_ac is not None:
-            x_ca = self.up_projection_ca(x)
-            x_ac = self.up_projection_ac(x)[id_swap]
-            return (x_ca + x_ac) * self.inv_sqrt_2
+            return self._swap_sum(x, id_swap)
         if self.swap_output:
             x = x[id_swap]
         return self.up_projection_ca(x)
@@ -283,7 +307,7 @@ class TripletInteraction(nn.Module):
         return self._output(x, id_swap)
 
 
-class QuadrupletInteraction(nn.Module):
+class QuadrupletInteraction(SwapSymmetricOutput, nn.Module):
     """Quadruplet message passing d->b->a<-c (symmetric)."""
 
     edge_chunk_elements: int
@@ -331,7 +355,7 @@ class QuadrupletInteraction(nn.Module):
         x_db = self._edge_messages(m, rad).index_select(0, trip_in_in)  # (T_in, quad_in)
         x_db = self.scale_cbf(x_db * self.mlp_cbf(cir))
         x = self.scale_sbf_sum(self.mlp_sbf.forward_weights(weights, x_db, quad_in_padded))
-        return (self.up_projection_ca(x) + self.up_projection_ac(x)[id_swap]) * self.inv_sqrt_2
+        return self._swap_sum(x, id_swap)
 
 
 class PairInteraction(nn.Module):
