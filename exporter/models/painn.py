@@ -84,8 +84,6 @@ class PaiNNMessage(nn.Module):
     """
 
     hidden_channels: int
-    inv_sqrt_3: float
-    inv_sqrt_h: float
     edge_chunk_elements: int
 
     def __init__(self, hidden_channels: int, num_rbf: int) -> None:
@@ -97,17 +95,16 @@ class PaiNNMessage(nn.Module):
             nn.Linear(hidden_channels, hidden_channels * 3),
         )
         self.rbf_proj = nn.Linear(num_rbf, hidden_channels * 3)
-        self.inv_sqrt_3 = inv_sqrt(3.0)
-        self.inv_sqrt_h = inv_sqrt(float(hidden_channels))
         self.x_layernorm = nn.LayerNorm(hidden_channels)
         self.edge_chunk_elements = EDGE_CHUNK_ELEMENTS
         # The message's constant factors, per (a, b, c) third of ``x_proj``'s
         # output: 1, 1/sqrt(3H) and 1/sqrt(H). Applied once per atom (N, 3H)
         # instead of once per edge; not in state_dict (keys stay the reference's).
+        inv_sqrt_h = inv_sqrt(float(hidden_channels))
         third = torch.ones(hidden_channels)
         self.register_buffer(
             "message_scales",
-            torch.cat([third, third * (self.inv_sqrt_3 * self.inv_sqrt_h), third * self.inv_sqrt_h]),
+            torch.cat([third, third * (inv_sqrt(3.0) * inv_sqrt_h), third * inv_sqrt_h]),
             persistent=False,
         )
 
