@@ -2,8 +2,9 @@
 
 For the published PaiNN h512 configuration (random weights, direct forces):
 exports a TorchScript artifact, freezes it (``torch.jit.freeze``), and
-compiles the same model with ``torch.export`` + AOTInductor (a ``.pt2``
-package, the prepared graph as inputs, as in the ONNX artifact). Prints the
+compiles the same model with ``torch.export`` + AOTInductor (``export-model
+--format aoti``: a ``.pt2`` package, the prepared graph as inputs, as in the
+ONNX artifact). Prints the
 export/compile time, the latency of each call (graph construction included;
 the first calls of TorchScript are its profiling runs), the median of the
 calls after the warm-up, the ratio to TorchScript, and the largest energy and
@@ -30,10 +31,7 @@ sys.path.insert(0, str(HERE))
 
 from compare import structure  # noqa: E402
 
-from ocpdeploy.exporter import write_onnx  # noqa: E402
-from ocpdeploy.exporter.checkpoint import build_rewrite, read_checkpoint  # noqa: E402
-from ocpdeploy.exporter.deployed import PhysicalModel  # noqa: E402
-from ocpdeploy.exporter.export import _example_batch, export_checkpoint  # noqa: E402
+from ocpdeploy.exporter.export import export_checkpoint  # noqa: E402
 from ocpdeploy.exporter.random_checkpoint import PUBLISHED, write_random_checkpoint  # noqa: E402
 from ocpdeploy.runtime import keys, load_model  # noqa: E402
 from ocpdeploy.runtime.structures import atoms_to_arrays, stack_structures  # noqa: E402
@@ -42,23 +40,10 @@ WARM_UP_CALLS = 2  # TorchScript's profiling executor optimises after these
 
 
 def compile_aoti(checkpoint: str, package: str):
-    """torch.export + AOTInductor of the PaiNN core on prepared-graph inputs; returns (runner, graph, names, seconds)."""
-    loaded = read_checkpoint(checkpoint)
-    core, graph = build_rewrite(loaded)
-    core.requires_grad_(False)
-    n = loaded.normalizers
-    physical = PhysicalModel(core, keys.FORCES_DIRECT, n.energy_mean, n.energy_std, n.forces_mean, n.forces_std)
-    physical = write_onnx._unchunked(physical)  # one pass (padded sums): no data-dependent loop to export
-    names = list(graph.input_names)
-    example = _example_batch(graph, torch.float32)
-    shapes = tuple({dim: torch.export.Dim.AUTO for dim in entry} for entry in write_onnx._dynamic_shapes(names, example))
-    module = write_onnx._FlatInputs(physical, names, [keys.ENERGY, keys.FORCES])
+    """``export-model --format aoti`` (verification included); returns (loaded model, seconds)."""
     start = time.perf_counter()
-    with torch.no_grad():
-        program = torch.export.export(module, example, dynamic_shapes=shapes[:4] + (shapes[4:],))
-    path = torch._inductor.aoti_compile_and_package(program, package_path=package)
-    seconds = time.perf_counter() - start
-    return torch._inductor.aoti_load_package(path), graph, names, seconds
+    export_checkpoint(checkpoint, package, format="aoti")
+    return load_model(package), time.perf_counter() - start
 
 
 def main() -> None:
@@ -106,14 +91,12 @@ def main() -> None:
     measure("torchscript", lambda tensors: torchscript_call(scripted.module, tensors))
     measure("torchscript frozen", lambda tensors: torchscript_call(frozen, tensors))
     # Compiled last: Inductor's compile leaves state (worker pools) that slows what runs after it.
-    runner, graph, names, seconds = compile_aoti(checkpoint, str(work / "painn_h512.pt2"))
-    print(f"torch.export + AOTInductor compile: {seconds:.1f} s")
+    packaged, seconds = compile_aoti(checkpoint, str(work / "painn_h512.pt2"))
+    print(f"torch.export + AOTInductor compile (export-model --format aoti, with verification): {seconds:.1f} s")
 
     def aoti_call(tensors):
-        batch = torch.zeros(tensors["positions"].shape[0], dtype=torch.long)
-        prepared = graph(tensors["positions"], tensors["cell"], tensors["pbc"], tensors["natoms"], tensors["tags"])
-        energy, forces = runner(tensors["positions"], tensors["cell"], tensors["atomic_numbers"], batch, *[prepared[k] for k in names])
-        return energy, forces
+        outputs = packaged._run(tensors)
+        return outputs[keys.ENERGY], outputs[keys.FORCES]
 
     measure("aoti", aoti_call)
 

@@ -1,7 +1,7 @@
 """``export-model``: thin command line over ``ocpdeploy.exporter``.
 
-    export-model CHECKPOINT --format torchscript|onnx -o OUTPUT [--dtype float32|float64]
-                 [--forces direct|gradient|conservative] [--no-verify]
+    export-model CHECKPOINT --format torchscript|onnx|aoti -o OUTPUT [--dtype float32|float64]
+                 [--forces direct|gradient|conservative] [--device cpu|cuda] [--no-verify]
     export-model info ARTIFACT
     export-model bench ARTIFACT [--sizes 100,1000] [--device cpu|cuda] [--repeats 5] [--warmup 1]
                  [--threads N] [--markdown FILE]
@@ -25,16 +25,19 @@ BENCH_WARMUP = 1
 
 @click.command(name="export-model")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--format", "format_", type=click.Choice(["torchscript", "onnx"]), default="torchscript", show_default=True)
-@click.option("-o", "--output", required=True, help="artifact path (.pt for torchscript, .onnx for onnx)")
+@click.option("--format", "format_", type=click.Choice(["torchscript", "onnx", "aoti"]), default="torchscript", show_default=True)
+@click.option("-o", "--output", required=True, help="artifact path (.pt for torchscript, .onnx for onnx, .pt2 for aoti)")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
 @click.option("--forces", type=click.Choice(FORCES_MODES), default=None, help="default: the checkpoint's own (direct or gradient)")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="aoti only: the device the package is compiled for (it runs only there)")
 @click.option("--no-verify", is_flag=True, help="skip the check of the artifact against the eager rewrite")
-def export_command(checkpoint: str, format_: str, output: str, dtype: str, forces: Optional[str], no_verify: bool) -> None:
+def export_command(
+    checkpoint: str, format_: str, output: str, dtype: str, forces: Optional[str], device: str, no_verify: bool
+) -> None:
     """Export an OCP/fairchem trainer CHECKPOINT (PaiNN, GemNet-OC) to a deployable artifact."""
     from .export import export_checkpoint
 
-    result = export_checkpoint(checkpoint, output, format=format_, dtype=dtype, forces=forces, verify=not no_verify)
+    result = export_checkpoint(checkpoint, output, format=format_, dtype=dtype, forces=forces, verify=not no_verify, device=device)
     metadata = result.metadata
     line = f"wrote {result.path}: {metadata['model_kind']} {format_} {dtype}, forces {metadata['forces']}, cutoff {metadata['cutoff']} A"
     if result.max_energy_error is not None:

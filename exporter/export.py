@@ -1,7 +1,9 @@
 """Checkpoint -> verified artifact: the library behind ``export-model``.
 
-``export_checkpoint(checkpoint, output, format, dtype, forces, verify)``
-loads the checkpoint, builds the rewrite, writes the artifact, then (unless
+``export_checkpoint(checkpoint, output, format, dtype, forces, verify, device)``
+loads the checkpoint, builds the rewrite, writes the artifact (``device``
+only matters for ``aoti``: the package is compiled for that device and runs
+only there), then (unless
 ``verify=False``) loads it back through ``ocpdeploy.runtime`` and compares it
 with the eager rewrite on the built-in probe structure; a wrong artifact is
 deleted and ``VerificationError`` raised.
@@ -23,11 +25,15 @@ from ocpdeploy.runtime import load_model
 from .checkpoint import Checkpoint, CheckpointError, build_rewrite, read_checkpoint
 from .deployed import DeployedModel, PhysicalModel
 from .probe import probe_atoms, probe_tensors
-from .write_onnx import STRUCTURE_INPUTS, write_onnx
+from .capture import STRUCTURE_INPUTS
+from .write_aoti import write_aoti
+from .write_onnx import write_onnx
 from .write_torchscript import write_torchscript
 
 EXPORTER_VERSION = "0.1.0"
-FORMATS = ("torchscript", "onnx")
+FORMATS = ("torchscript", "onnx", "aoti")
+# Devices an AOTInductor package can be compiled for (it runs only there).
+AOTI_DEVICES = ("cpu", "cuda")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # Verification bounds on the probe (artifact vs eager rewrite) per dtype:
 # (relative to |E| or max|F|, absolute floor); float64 is 1e-9 relative.
@@ -154,9 +160,9 @@ def _floating_tensors(model: nn.Module):
     return [t for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()]
 
 
-def _verify(path: str, physical: PhysicalModel, graph: nn.Module, dtype_name: str) -> ExportResult:
+def _verify(path: str, physical: PhysicalModel, graph: nn.Module, dtype_name: str, device: str = "cpu") -> ExportResult:
     expected = _eager_reference(physical, graph, DTYPES[dtype_name])
-    model = load_model(path)
+    model = load_model(path, device=device)
     got = model.predict(probe_atoms())
     energy_error = abs(got["energy"] - float(expected[keys.ENERGY][0]))
     forces_error = float(np.abs(got["forces"] - expected[keys.FORCES]).max())
@@ -180,7 +186,7 @@ def _verify(path: str, physical: PhysicalModel, graph: nn.Module, dtype_name: st
 
 
 def _example_batch(graph: nn.Module, dtype: torch.dtype):
-    """Two copies of the probe (the second shifted) as ONNX example inputs.
+    """Two copies of the probe (the second shifted) as example inputs of ``torch.export``.
 
     Two structures, so that no traced size is 1 (the symbolic tracer would
     specialise it); graph tensors are prepared by ``graph``.
@@ -205,10 +211,17 @@ def export_checkpoint(
     dtype: str = "float32",
     forces: Optional[str] = None,
     verify: bool = True,
+    device: str = "cpu",
 ) -> ExportResult:
     """Export one checkpoint to one artifact; see the module docstring."""
     if format not in FORMATS:
         raise ValueError(f"unknown format '{format}'; choose one of {', '.join(FORMATS)}")
+    if device not in AOTI_DEVICES:
+        raise ValueError(f"unknown device '{device}'; choose cpu or cuda")
+    if device != "cpu" and format != "aoti":
+        raise ValueError(f"--device {device} applies to --format aoti only; {format} artifacts choose their device when loaded")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: torch sees no CUDA device to compile the package for")
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype '{dtype}'; choose float32 or float64")
     checkpoint = read_checkpoint(checkpoint_path)
@@ -228,9 +241,12 @@ def export_checkpoint(
     if format == "torchscript":
         deployed = DeployedModel(physical, graph, metadata["min_atomic_number"], metadata["max_atomic_number"], DTYPES[dtype])
         write_torchscript(deployed, metadata, output)
-    else:
+    elif format == "onnx":
         example = _example_batch(graph, DTYPES[dtype])
         write_onnx(physical, list(graph.input_names), example, metadata, output)
+    else:
+        example = tuple(tensor.to(device) for tensor in _example_batch(graph, DTYPES[dtype]))
+        write_aoti(physical, list(graph.input_names), example, metadata, output)
     if not verify:
         return ExportResult(output, metadata)
-    return _verify(output, physical, graph, dtype)
+    return _verify(output, physical, graph, dtype, device)

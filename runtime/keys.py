@@ -49,6 +49,11 @@ STRESS: Final[str] = "stress"  # (3, 3) single, (B, 3, 3) batched; eV/Angstrom^3
 # Artifact metadata.
 # ---------------------------------------------------------------------------
 METADATA_FILE: Final[str] = "metadata.json"  # TorchScript extra file name
+# AOTInductor packages (.pt2): the whole record, JSON-encoded, under this key
+# of the package's AOTInductor metadata (string -> string).
+AOTI_METADATA_KEY: Final[str] = "ocpdeploy_metadata"
+# ... and the device type the package was compiled for ("cpu" or "cuda").
+AOTI_DEVICE_KEY: Final[str] = "compiled_for"
 FORMAT_NAME: Final[str] = "ocp-deploy"
 # Bumped when the TorchScript forward signature, the structure inputs or the
 # metadata schema change. Prepared-graph inputs of ONNX artifacts are fed by

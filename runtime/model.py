@@ -1,12 +1,15 @@
 """Load an artifact and run it: ``load_model(path, device)``.
 
-Two backends behind one interface (``DeployedModel``):
+Three backends behind one interface (``DeployedModel``):
 
 * ``TorchScriptModel``: ``torch.jit.load``; the artifact builds its own graph.
 * ``OnnxModel``: ONNX Runtime; this runtime builds the graph with the same
   scriptable module the TorchScript artifacts embed, then runs the session
   with IO binding (inputs and outputs stay on the session's device; on CUDA
   no host round trip between graph construction and the model).
+* ``AotiModel``: an AOTInductor package (``.pt2``, ``torch.export`` compiled
+  ahead of time for one device type); the graph is built as for ONNX and
+  the tensors are passed on the device where they are.
 
 ``predict(atoms)`` returns ``{"energy": float (eV), "forces": (N,3) float64
 (eV/A)}`` plus ``"stress"`` (3,3) for conservative artifacts on fully
@@ -24,7 +27,7 @@ from ase import Atoms
 
 from .allocator import tune_malloc
 from .graphs import build_graph
-from .keys import RACE_FREE_KEY, ENERGY, FORCES, FORCES_DIRECT, METADATA_FILE, STRESS
+from .keys import AOTI_DEVICE_KEY, AOTI_METADATA_KEY, RACE_FREE_KEY, ENERGY, FORCES, FORCES_DIRECT, METADATA_FILE, STRESS
 from .metadata import ArtifactError, check_metadata, from_onnx_props
 from .structures import atoms_to_arrays, stack_structures
 from .validate import check_structure
@@ -156,7 +159,27 @@ class TorchScriptModel(DeployedModel):
         return self.module.forward_batch(*arguments)
 
 
-class OnnxModel(DeployedModel):
+class PreparedGraphModel(DeployedModel):
+    """A model that takes prepared graph tensors; ``self.graph`` (the scriptable graph module) makes them."""
+
+    graph: torch.nn.Module
+
+    def _feeds(self, tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Structure inputs plus the prepared graph, by input name, on ``self.device``."""
+        with torch.no_grad():
+            positions = tensors["positions"]
+            batch = torch.repeat_interleave(torch.arange(tensors["natoms"].shape[0], device=self.device), tensors["natoms"])
+            graph = self.graph(positions, tensors["cell"], tensors["pbc"], tensors["natoms"], tensors["tags"])
+        return {
+            "positions": positions,
+            "cell": tensors["cell"],
+            "atomic_numbers": tensors["atomic_numbers"],
+            "batch": batch,
+            **graph,
+        }
+
+
+class OnnxModel(PreparedGraphModel):
     """An ONNX artifact run with ONNX Runtime (CPU or CUDA provider) and IO binding."""
 
     def __init__(self, path: str, device: str = "cpu", threads: Optional[int] = None) -> None:
@@ -217,17 +240,7 @@ class OnnxModel(DeployedModel):
         return changed
 
     def _run(self, tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        with torch.no_grad():
-            positions = tensors["positions"]
-            batch = torch.repeat_interleave(torch.arange(tensors["natoms"].shape[0], device=self.device), tensors["natoms"])
-            graph = self.graph(positions, tensors["cell"], tensors["pbc"], tensors["natoms"], tensors["tags"])
-        feeds = {
-            "positions": positions,
-            "cell": tensors["cell"],
-            "atomic_numbers": tensors["atomic_numbers"],
-            "batch": batch,
-            **graph,
-        }
+        feeds = self._feeds(tensors)
         return self._run_bound({name: feeds[name].contiguous() for name in self.input_names})
 
     def _run_bound(self, feeds: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -249,11 +262,55 @@ class OnnxModel(DeployedModel):
         }
 
 
+class AotiModel(PreparedGraphModel):
+    """An AOTInductor package (``.pt2``) run with ``torch._inductor.aoti_load_package``.
+
+    The package runs only on the device type it was compiled for
+    (metadata ``compiled_for``); the OpenMP thread count is read when it
+    runs (``threads`` sets torch's, which the package's kernels use).
+    """
+
+    def __init__(self, path: str, device: str = "cpu", threads: Optional[int] = None) -> None:
+        self.path = path
+        self.device = _device(device)
+        if threads is not None:
+            if threads < 1:
+                raise ValueError(f"threads must be >= 1, got {threads}")
+            torch.set_num_threads(threads)
+        from torch._inductor import aoti_load_package  # slow to import: only when a package is loaded
+
+        try:
+            package = aoti_load_package(path, device_index=self.device.index if self.device.index is not None else -1)
+            raw = package.get_metadata()
+        except Exception as error:  # noqa: BLE001 - the loader raises RuntimeError and others
+            first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise ArtifactError(f"{path}: not a loadable AOTInductor package ({first})") from None
+        if AOTI_METADATA_KEY not in raw:
+            raise ArtifactError(f"{path}: AOTInductor package has no {AOTI_METADATA_KEY}; not exported by ocp-deploy")
+        self.metadata = check_metadata(json.loads(raw[AOTI_METADATA_KEY]), path)
+        compiled_for = self.metadata.get(AOTI_DEVICE_KEY)
+        if compiled_for != self.device.type:
+            raise ArtifactError(
+                f"{path}: this package was compiled for {compiled_for}, not {self.device.type}; "
+                f"re-export it with --format aoti --device {self.device.type}"
+            )
+        self.package = package
+        self.graph = build_graph(self.metadata["model_kind"], self.metadata["graph"])
+        self.input_names = list(self.metadata["inputs"])
+        self.output_names = list(self.metadata["outputs"])
+
+    def _run(self, tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        feeds = self._feeds(tensors)
+        with torch.no_grad():
+            outputs = self.package(*[feeds[name].contiguous() for name in self.input_names])
+        return dict(zip(self.output_names, outputs))
+
+
 _NUMPY_TYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.int64: np.int64, torch.bool: np.bool_}
 
 
 def load_model(path: str, device: str = "cpu", threads: Optional[int] = None) -> DeployedModel:
-    """Load a ``.pt`` (TorchScript) or ``.onnx`` artifact.
+    """Load a ``.pt`` (TorchScript), ``.onnx`` or ``.pt2`` (AOTInductor) artifact.
 
     It also applies, once per process, the glibc malloc setting that
     ``OCPDEPLOY_KEEP_FREED_MEMORY`` selects (``allocator.tune_malloc``;
@@ -268,4 +325,6 @@ def load_model(path: str, device: str = "cpu", threads: Optional[int] = None) ->
         return OnnxModel(str(file), device=device, threads=threads)
     if file.suffix == ".pt":
         return TorchScriptModel(str(file), device=device)
-    raise ArtifactError(f"{path}: unknown artifact type '{file.suffix}' (expected .pt or .onnx)")
+    if file.suffix == ".pt2":
+        return AotiModel(str(file), device=device, threads=threads)
+    raise ArtifactError(f"{path}: unknown artifact type '{file.suffix}' (expected .pt, .onnx or .pt2)")

@@ -64,7 +64,7 @@ def export_artifact(tmp_path_factory):
     def export(checkpoint, format="torchscript", forces=None, dtype="float32"):
         key = (checkpoint, format, forces, dtype)
         if key not in cache:
-            suffix = ".onnx" if format == "onnx" else ".pt"
+            suffix = {"onnx": ".onnx", "aoti": ".pt2"}.get(format, ".pt")
             path = directory / f"{checkpoint}_{format}_{forces}_{dtype}{suffix}"
             export_checkpoint(str(CHECKPOINTS / f"{checkpoint}.pt"), str(path), format=format, dtype=dtype, forces=forces)
             cache[key] = str(path)
