@@ -1,11 +1,13 @@
-"""Side-by-side benchmark: fairchem-core 1.10.0 eager vs our eager rewrite, TorchScript and ONNX Runtime.
+"""Side-by-side benchmark: fairchem-core 1.10.0 eager vs our eager rewrite, TorchScript, ONNX Runtime and AOTInductor.
 
-    python benchmarks/compare.py [--quick] [--threads 2] [--out benchmarks/results]
+    python benchmarks/compare.py [--quick] [--threads 2] [--out benchmarks/results] [--engines eager,torchscript,onnx,aoti]
     /path/to/python-with-fairchem benchmarks/compare.py      # adds the reference columns
 
 Models: the published PaiNN (h512, 6 layers, 12 A, cap 50) and GemNet-OC
 base configurations (``ocpdeploy.exporter.random_checkpoint.PUBLISHED``),
-with the same seeded random weights for every engine. Structures: an
+with the same seeded random weights for every engine (``aoti``: the
+``export-model --format aoti`` package, skipped where no C++ compiler is
+found). Structures: an
 81-atom Pt(111) slab with an O adsorbate, ~1,000- and ~5,000-atom Cu bulk
 cells (tags 1, so GemNet-OC builds quadruplets), and for PaiNN a ~10,000-atom
 bulk. Every (model, engine, structure) runs in a fresh worker process: two
@@ -56,7 +58,8 @@ WARMUP_CALLS = 2
 MATMUL_SIZE = 4096
 PAINN_MACS_PER_ATOM = 26.0e6
 PAINN_MACS_PER_EDGE = 1.18e6
-ENGINES = ["reference", "eager", "torchscript", "onnx"]
+ENGINES = ["reference", "eager", "torchscript", "onnx", "aoti"]
+ARTIFACT_SUFFIXES = {"torchscript": "_ts.pt", "onnx": ".onnx", "aoti": ".pt2"}
 MODELS = ["painn_h512", "gemnet_oc_base"]
 # structure -> models it runs for
 CASES = {
@@ -184,7 +187,7 @@ def worker(task: Dict[str, Any]) -> Dict[str, Any]:
         from ocpdeploy.runtime.graphs import build_graph
         from ocpdeploy.runtime.structures import atoms_to_arrays
 
-        artifact = load_model(task["artifact"], threads=task["threads"] if engine == "onnx" else None)
+        artifact = load_model(task["artifact"], threads=task["threads"] if engine in ("onnx", "aoti") else None)
         graph = build_graph(artifact.metadata["model_kind"], artifact.metadata["graph"])
         inputs = _graph_inputs(atoms_to_arrays(atoms))
 
@@ -315,7 +318,7 @@ def matmul_peak_gflops(threads: int) -> float:
     return 2 * MATMUL_SIZE**3 / seconds / 1e9
 
 
-def prepare_artifacts(work: Path, models: List[str]) -> Dict[str, Dict[str, str]]:
+def prepare_artifacts(work: Path, models: List[str], engines: List[str]) -> Dict[str, Dict[str, str]]:
     from ocpdeploy.exporter import export_checkpoint
     from ocpdeploy.exporter.random_checkpoint import PUBLISHED, write_random_checkpoint
 
@@ -325,11 +328,14 @@ def prepare_artifacts(work: Path, models: List[str]) -> Dict[str, Dict[str, str]
         checkpoint = work / f"{name}.pt"
         write_random_checkpoint(model_name, attributes, checkpoint, seed=0, noise=0.0)
         paths[name] = {"checkpoint": str(checkpoint)}
-        for format, suffix in (("torchscript", "_ts.pt"), ("onnx", ".onnx")):
+        for format, suffix in ARTIFACT_SUFFIXES.items():
+            if format not in engines:
+                continue
             output = work / f"{name}{suffix}"
+            start = time.perf_counter()
             export_checkpoint(str(checkpoint), str(output), format=format)
             paths[name][format] = str(output)
-        print(f"exported {name}", file=sys.stderr, flush=True)
+            print(f"exported {name} {format} in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     return paths
 
 
@@ -345,6 +351,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--memory-limit", type=float, default=20.0, help="GB of RSS above which a worker is killed")
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
+    parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of the engines (reference only where fairchem imports)")
     args = parser.parse_args(argv)
     if args.worker:
         task = json.loads(args.worker)
@@ -354,7 +361,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     sys.path.insert(0, str(HERE))
     from fairchem_reference import available
 
-    engines = ENGINES if available() else ENGINES[1:]
+    from ocpdeploy.exporter.write_aoti import compiler_available
+
+    engines = [e for e in args.engines.split(",") if e]
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown:
+        parser.error(f"unknown engine(s) {', '.join(unknown)}; choose from {', '.join(ENGINES)}")
+    if "reference" in engines and not available():
+        engines.remove("reference")
+    if "aoti" in engines and not compiler_available():
+        print("no C++ compiler found: the aoti engine is skipped", file=sys.stderr)
+        engines.remove("aoti")
     selected = [m for m in args.models.split(",") if m]
     unknown = [m for m in selected if m not in MODELS]
     if unknown:
@@ -363,7 +380,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="ocp-deploy-compare-"))
-    paths = prepare_artifacts(work, selected)
+    paths = prepare_artifacts(work, selected, engines)
     results: Dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads",
         "engines": engines,

@@ -9,10 +9,12 @@ clock read is preceded by ``torch.cuda.synchronize``):
   and the copy of the outputs to float64 numpy.
 * **graph / model**, by backend:
 
-  - ONNX: the runtime builds the graph itself, so both parts are timed
-    inside that same ``predict`` call by wrapping ``OnnxModel.graph`` (the
-    graph module) and ``OnnxModel._run_bound`` (the session run with IO
-    binding). ``other = total - graph - model`` is the rest of ``predict``.
+  - ONNX and AOTInductor: the runtime builds the graph itself, so both
+    parts are timed inside that same ``predict`` call by wrapping the
+    model's ``graph`` (the graph module) and ``OnnxModel._run_bound`` (the
+    session run with IO binding) or ``AotiModel._run_package`` (the
+    compiled package's run). ``other = total - graph - model`` is the rest
+    of ``predict``.
   - TorchScript: the artifact builds its graph internally, out of reach of
     a timer. After each ``predict`` the same graph is built again on its own
     with the artifact's embedded scripted graph submodule (or, for an
@@ -49,7 +51,8 @@ import torch
 from ase import Atoms
 from ase.build import bulk
 
-from ocpdeploy.runtime import DeployedModel, OnnxModel, TorchScriptModel, load_model
+from ocpdeploy.runtime import AotiModel, DeployedModel, OnnxModel, TorchScriptModel, load_model
+from ocpdeploy.runtime.model import PreparedGraphModel
 from ocpdeploy.runtime.graph_gemnet_oc import MAIN_EDGE_INDEX
 from ocpdeploy.runtime.graphs import build_graph
 from ocpdeploy.runtime.keys import EDGE_INDEX
@@ -256,33 +259,37 @@ class _Timed:
         return self.result
 
 
-class _OnnxCalls:
-    split = (
-        "ONNX: graph = the runtime's graph module (OnnxModel.graph) and model = the session run (OnnxModel._run_bound), "
-        "both timed inside the same predict call; other = total - graph - model (validation, conversions, output copy)"
-    )
+class _PreparedGraphCalls:
+    """Timed calls of an artifact the runtime feeds a prepared graph (ONNX, AOTInductor)."""
 
-    def __init__(self, model: OnnxModel) -> None:
+    def __init__(self, model: PreparedGraphModel) -> None:
         self.model = model
+        self.method = "_run_bound" if isinstance(model, OnnxModel) else "_run_package"
+        engine = "ONNX: the session run" if isinstance(model, OnnxModel) else "AOTInductor: the compiled package's run"
+        self.split = (
+            f"graph = the runtime's graph module ({type(model).__name__}.graph) and model = {engine} "
+            f"({type(model).__name__}.{self.method}), both timed inside the same predict call; "
+            "other = total - graph - model (validation, conversions, output copy)"
+        )
 
     @contextmanager
     def installed(self) -> Iterator[None]:
         original_graph = self.model.graph
         self.graph = _Timed(original_graph, self.model.device)
-        self.session = _Timed(self.model._run_bound, self.model.device)
+        self.compiled = _Timed(getattr(self.model, self.method), self.model.device)
         self.model.graph = self.graph  # type: ignore[assignment]
-        self.model._run_bound = self.session  # type: ignore[method-assign]
+        setattr(self.model, self.method, self.compiled)
         try:
             yield
         finally:
             self.model.graph = original_graph
-            del self.model._run_bound
+            delattr(self.model, self.method)
 
     def __call__(self, atoms: Atoms) -> Sample:
         start = _clock(self.model.device)
         self.model.predict(atoms)
         total = _clock(self.model.device) - start
-        return total, self.graph.seconds, self.session.seconds, _edge_count(self.graph.result)
+        return total, self.graph.seconds, self.compiled.seconds, _edge_count(self.graph.result)
 
 
 class _TorchScriptCalls:
@@ -352,7 +359,7 @@ class Benchmark:
         self.model = load_model(artifact, device=device, threads=threads)
         if threads is not None:
             torch.set_num_threads(threads)
-        self.calls = _OnnxCalls(self.model) if isinstance(self.model, OnnxModel) else _TorchScriptCalls(self.model)
+        self.calls = _PreparedGraphCalls(self.model) if isinstance(self.model, PreparedGraphModel) else _TorchScriptCalls(self.model)
         self.memory = _memory_meter(self.model)
 
     def __enter__(self) -> "Benchmark":
@@ -363,7 +370,9 @@ class Benchmark:
 
     @property
     def format(self) -> str:
-        return "onnx" if isinstance(self.model, OnnxModel) else "torchscript"
+        if isinstance(self.model, OnnxModel):
+            return "onnx"
+        return "aoti" if isinstance(self.model, AotiModel) else "torchscript"
 
     def threads_description(self) -> str:
         text = f"torch threads {torch.get_num_threads()}"

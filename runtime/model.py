@@ -301,8 +301,12 @@ class AotiModel(PreparedGraphModel):
 
     def _run(self, tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         feeds = self._feeds(tensors)
+        return self._run_package({name: feeds[name].contiguous() for name in self.input_names})
+
+    def _run_package(self, feeds: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The compiled model on the feeds (in ``input_names`` order); outputs by name."""
         with torch.no_grad():
-            outputs = self.package(*[feeds[name].contiguous() for name in self.input_names])
+            outputs = self.package(*feeds.values())
         return dict(zip(self.output_names, outputs))
 
 

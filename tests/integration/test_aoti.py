@@ -1,8 +1,8 @@
 """AOTInductor packages (``--format aoti``, ``.pt2``) against the fairchem-core 1.10.0 reference, via the runtime.
 
 Each package takes 40-120 s to compile on 2 cores, so this file compiles
-two (PaiNN with direct forces, GemNet-OC with gradient forces) once per
-session and checks everything on them. Skipped where no C++ compiler is
+three (PaiNN with direct forces, GemNet-OC with gradient forces, PaiNN
+conservative float64) once per session and checks everything on them. Skipped where no C++ compiler is
 on PATH (AOTInductor needs one at export time, not at run time).
 """
 
@@ -157,3 +157,15 @@ def test_aoti_cuda_package_matches_reference(tmp_path, reference, atoms):
     for name in SINGLE_STRUCTURES:
         result = model.predict(atoms(name))
         assert_parity(result["energy"], result["forces"], data[f"{name}/energy"][0], data[f"{name}/forces"], f"cuda {name}")
+
+
+def test_aoti_conservative_float64_matches_torchscript(export_artifact, atoms):
+    """float64 and the captured backward (-dE/dx and stress) in one package, against the TorchScript artifact."""
+    package = load_model(export_artifact("painn_tiny", "aoti", forces="conservative", dtype="float64"))
+    script = load_model(export_artifact("painn_tiny", "torchscript", forces="conservative", dtype="float64"))
+    assert package.has_stress and package.metadata["dtype"] == "float64"
+    for name in ("v2", "v4"):
+        got, expected = package.predict(atoms(name)), script.predict(atoms(name))
+        assert abs(got["energy"] - expected["energy"]) <= 1e-10 * abs(expected["energy"])
+        assert np.abs(got["forces"] - expected["forces"]).max() <= 1e-9 * np.abs(expected["forces"]).max()
+        assert np.abs(got["stress"] - expected["stress"]).max() <= 1e-9 * np.abs(expected["stress"]).max()

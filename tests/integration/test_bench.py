@@ -8,6 +8,7 @@ import torch
 
 from ocpdeploy.exporter.bench import BYTES_PER_MIB, COLUMNS, MISSING, _PeakRss, _reset_peak_rss, _SampledRss, bulk_structure, cubic_repeat
 from ocpdeploy.exporter.cli import EXIT_FAILURE, main
+from ocpdeploy.exporter.write_aoti import compiler_available
 
 SIZES = (8, 32)
 EXPECTED_ATOMS = (4, 32)  # closest 4 r^3: r = 1 and r = 2
@@ -58,7 +59,9 @@ def test_rss_meters_see_a_transient_allocation(meter):
     assert probe.stop() >= 0.9 * PROBE_MIB * BYTES_PER_MIB
 
 
-@pytest.mark.parametrize("format", ["torchscript", "onnx"])
+@pytest.mark.parametrize(
+    "format", ["torchscript", "onnx", pytest.param("aoti", marks=pytest.mark.skipif(not compiler_available(), reason="no C++ compiler"))]
+)
 def test_bench_table_and_markdown(export_artifact, capsys, tmp_path, format):
     artifact = export_artifact("painn_tiny", format)
     markdown = tmp_path / "bench.md"
@@ -77,7 +80,7 @@ def test_bench_table_and_markdown(export_artifact, capsys, tmp_path, format):
         graph, model, total = float(row["graph_ms"]), float(row["model_ms"]), float(row["total_ms"])
         assert graph > 0 and model > 0 and total > 0
         other = 0.0 if row["other_ms"] == MISSING else float(row["other_ms"])
-        if format == "onnx":
+        if format in ("onnx", "aoti"):
             assert other > 0 and graph + model < total
         else:
             assert row["other_ms"] == MISSING
