@@ -56,6 +56,7 @@ RATTLE = 0.05  # Angstrom
 # (measured: GemNet-OC slab 3.8 s, 6.0 s, then 1.3-1.4 s per call).
 WARMUP_CALLS = 2
 MATMUL_SIZE = 4096
+MATMUL_REPEATS = 5
 PAINN_MACS_PER_ATOM = 26.0e6
 PAINN_MACS_PER_EDGE = 1.18e6
 ENGINES = ["reference", "eager", "torchscript", "onnx", "aoti"]
@@ -308,14 +309,23 @@ def run_worker(task: Dict[str, Any], memory_limit_gb: float) -> Dict[str, Any]:
 
 
 def matmul_peak_gflops(threads: int) -> float:
+    """fp32 torch.mm 4096^2 rate of the fastest of ``MATMUL_REPEATS`` calls: a peak, so the fastest.
+
+    (Session 8's run took the median of 3 and got 32 GFLOP/s on a shared host
+    where 53 was measured minutes apart, so its PaiNN rates read above 100%.)
+    """
     import torch
 
     torch.set_num_threads(threads)
     a = torch.randn(MATMUL_SIZE, MATMUL_SIZE)
     b = torch.randn(MATMUL_SIZE, MATMUL_SIZE)
     torch.mm(a, b)
-    seconds = _timed(lambda: torch.mm(a, b), 3)
-    return 2 * MATMUL_SIZE**3 / seconds / 1e9
+    seconds = []
+    for _ in range(MATMUL_REPEATS):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        seconds.append(time.perf_counter() - start)
+    return 2 * MATMUL_SIZE**3 / min(seconds) / 1e9
 
 
 def prepare_artifacts(work: Path, models: List[str], engines: List[str]) -> Dict[str, Dict[str, str]]:
