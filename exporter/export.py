@@ -1,12 +1,11 @@
 """Checkpoint -> verified artifact: the library behind ``export-model``.
 
 ``export_checkpoint(checkpoint, output, format, dtype, forces, verify, device)``
-loads the checkpoint, builds the rewrite, writes the artifact (``device``
-only matters for ``aoti``: the package is compiled for that device and runs
-only there), then (unless
+loads the checkpoint, builds the rewrite, writes the artifact, then (unless
 ``verify=False``) loads it back through ``ocpdeploy.runtime`` and compares it
 with the eager rewrite on the built-in probe structure; a wrong artifact is
-deleted and ``VerificationError`` raised.
+deleted and ``VerificationError`` raised. ``device`` applies to ``aoti``
+only: the package is compiled for that device type and runs only there.
 """
 
 import copy
@@ -22,10 +21,10 @@ from torch import nn
 import ocpdeploy.runtime.keys as keys
 from ocpdeploy.runtime import load_model
 
+from .capture import STRUCTURE_INPUTS
 from .checkpoint import Checkpoint, CheckpointError, build_rewrite, read_checkpoint
 from .deployed import DeployedModel, PhysicalModel
 from .probe import probe_atoms, probe_tensors
-from .capture import STRUCTURE_INPUTS
 from .write_aoti import write_aoti
 from .write_onnx import write_onnx
 from .write_torchscript import write_torchscript
