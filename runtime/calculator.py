@@ -1,4 +1,4 @@
-"""ASE calculator around a deployed artifact (TorchScript or ONNX)."""
+"""ASE calculator around a deployed artifact (TorchScript, ONNX or AOTInductor)."""
 
 from typing import Any, List, Optional
 
