@@ -117,7 +117,9 @@ def exportable(
     (``cell_offsets`` and ``edge_slot`` both have E rows); plain
     ``torch.export`` refuses named dimensions that turn out equal.
     """
-    physical = unchunked(physical)
+    # A copy, on the example's device (the captured backward traces with the
+    # weights); the caller's module stays where it is.
+    physical = unchunked(physical).to(example[0].device)
     names = output_names(physical)
     shapes = dynamic_shapes(graph_names, example)
     if automatic:

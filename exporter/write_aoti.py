@@ -28,7 +28,6 @@ Compiler settings, each for a measured reason (torch 2.13.0, CPU):
   artifacts.
 """
 
-import copy
 import json
 import os
 import shutil
@@ -67,9 +66,6 @@ def write_aoti(
     device = example[0].device
     if device.type == "cpu" and not compiler_available():
         raise CompilerError("--format aoti needs a C++ compiler (g++ or clang++, or $CXX) to build the package; none found")
-    # On the example's device before tracing (the captured backward traces
-    # with the weights); a copy, so the caller's module stays where it is.
-    physical = copy.deepcopy(physical).to(device)
     module, dynamic_shapes = exportable(physical, graph_names, example, automatic=True)
     record = {**metadata, AOTI_DEVICE_KEY: device.type}
     configs = {**INDUCTOR_CONFIGS, "aot_inductor.metadata": {AOTI_METADATA_KEY: json.dumps(record)}}
