@@ -69,6 +69,7 @@ CASES = {
     "bulk_4840": MODELS,
     "bulk_10192": ["painn_h512"],
 }
+SCALE_BASE = "bulk_1008"  # the scale table's growth ratios are relative to it
 QUICK_CASES = {"slab_81": MODELS, "bulk_1008": MODELS}
 GRAPH_CASES = {"bulk_1008": (12.0, 50), "bulk_10140": (6.0, 50)}
 # Timed calls per neighbour-list backend (median), after one untimed call.
@@ -361,6 +362,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--memory-limit", type=float, default=20.0, help="GB of RSS above which a worker is killed")
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
+    parser.add_argument("--structures", default=None, help=f"comma-separated subset of {','.join(CASES)} (default: all, or the --quick ones)")
+    parser.add_argument("--no-graphs", action="store_true", help="skip the neighbour-list comparison")
     parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of the engines (reference only where fairchem imports)")
     args = parser.parse_args(argv)
     if args.worker:
@@ -386,7 +389,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     unknown = [m for m in selected if m not in MODELS]
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
-    cases = {name: [m for m in models if m in selected] for name, models in (QUICK_CASES if args.quick else CASES).items()}
+    all_cases = QUICK_CASES if args.quick else CASES
+    if args.structures:
+        names = [n for n in args.structures.split(",") if n]
+        unknown = [n for n in names if n not in CASES]
+        if unknown:
+            parser.error(f"unknown structure(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
+        all_cases = {n: CASES[n] for n in names}
+    cases = {name: [m for m in models if m in selected] for name, models in all_cases.items()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="ocp-deploy-compare-"))
@@ -410,7 +420,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 results["runs"].append({"model": model, "structure": structure_name, "engine": engine, **result})
                 print(f"  {result}", file=sys.stderr, flush=True)
     backends = (["reference"] if "reference" in engines else []) + ["ours", "vesin", "ase"]
-    for structure_name, (cutoff, cap) in GRAPH_CASES.items():
+    for structure_name, (cutoff, cap) in ({} if args.no_graphs else GRAPH_CASES).items():
         for backend in backends:
             task = {"backend": backend, "structure": structure_name, "cutoff": cutoff, "cap": cap, "threads": args.threads, "repeats": GRAPH_REPEATS}
             print(f"graph {structure_name} {backend} ...", file=sys.stderr, flush=True)
@@ -427,6 +437,26 @@ def main(argv: Optional[List[str]] = None) -> None:
 # --------------------------------------------------------------------------- report
 def _painn_flops(edges: int, atoms: int) -> float:
     return 2 * (PAINN_MACS_PER_ATOM * atoms + PAINN_MACS_PER_EDGE * edges)
+
+
+def _scale_lines(runs: List[Dict[str, Any]]) -> List[str]:
+    """Growth from the 1,008-atom bulk to the larger bulks, per model and engine (linear: time ratio <= atoms ratio)."""
+    lines: List[str] = []
+    for run in runs:
+        base = next(
+            (r for r in runs if r["model"] == run["model"] and r["engine"] == run["engine"] and r["structure"] == SCALE_BASE),
+            {},
+        )
+        if run["structure"] == SCALE_BASE or not run["structure"].startswith("bulk") or "seconds" not in base or "seconds" not in run:
+            continue
+        if not lines:
+            lines = ["", f"Growth from {SCALE_BASE} (linear in N: time and memory ratios at most the atoms ratio):", ""]
+            lines += ["| model | structure | engine | atoms ratio | time ratio | peak RSS ratio |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {run['model']} | {run['structure']} | {run['engine']} | {run['atoms'] / base['atoms']:.1f} "
+            f"| {run['seconds'] / base['seconds']:.1f} | {run['peak_rss_gb'] / base['peak_rss_gb']:.1f} |"
+        )
+    return lines
 
 
 def render_markdown(results: Dict[str, Any]) -> str:
@@ -456,6 +486,9 @@ def render_markdown(results: Dict[str, Any]) -> str:
             flops = _painn_flops(run["edges"], run["atoms"])
             rate = flops / max(run["seconds"] - run["graph_seconds"], 1e-9) / 1e9
             lines.append(f"| {run['structure']} | {run['engine']} | {flops / 1e9:.0f} | {rate:.0f} | {rate / results['matmul_peak_gflops']:.0%} |")
+    lines += _scale_lines(runs)
+    if not results["graphs"]:
+        return "\n".join(lines) + "\n"
     lines += ["", "Graph construction alone (with the cap), median:", ""]
     lines += ["| structure | cutoff / cap | backend | time (s) | vs vesin | peak RSS (GB) |", "|---|---|---|---|---|---|"]
     for graph in results["graphs"]:
