@@ -101,29 +101,51 @@ def structure(name: str):
 
 # --------------------------------------------------------------------------- worker
 class _PeakRss:
-    """Samples this process's RSS in a thread (VmRSS; ru_maxrss cannot be reset between phases)."""
+    """Peak RSS of this process while the block runs, in bytes (``peak``).
+
+    The kernel's high-water mark VmHWM, reset on entry through
+    /proc/self/clear_refs (``ocpdeploy.exporter.bench``), read on exit: exact.
+    Where the reset is refused, VmRSS sampled by a thread instead; that
+    misses spikes between samples, and everything while a call holds the GIL.
+    """
 
     def __init__(self) -> None:
+        from ocpdeploy.exporter.bench import _reset_peak_rss
+
         self.peak = 0
+        self.exact = _reset_peak_rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_bytes(os.getpid()))
-            time.sleep(RSS_POLL_SECONDS)
+        while not self._stop.wait(RSS_POLL_SECONDS):
+            self.peak = max(self.peak, _rss_bytes("VmRSS"))
 
     def __enter__(self) -> "_PeakRss":
-        self._thread.start()
+        if not self.exact:
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_bytes(os.getpid()))
+        if self.exact:
+            self.peak = _rss_bytes("VmHWM")
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, _rss_bytes("VmRSS"))
 
 
-def _rss_bytes(pid: int) -> int:
+def _rss_bytes(field: str) -> int:
+    from ocpdeploy.exporter.bench import _status_bytes
+
+    try:
+        return _status_bytes(field)
+    except OSError:
+        return 0
+
+
+def _process_rss_bytes(pid: int) -> int:
+    """VmRSS of another process (the parent watching a worker), 0 once it is gone."""
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
@@ -289,7 +311,7 @@ def run_worker(task: Dict[str, Any], memory_limit_gb: float) -> Dict[str, Any]:
     peak = 0
     start = time.time()
     while process.poll() is None:
-        peak = max(peak, _rss_bytes(process.pid))
+        peak = max(peak, _process_rss_bytes(process.pid))
         if peak > memory_limit_gb * BYTES_PER_GB:
             process.kill()
             process.wait()
