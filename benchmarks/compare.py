@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -422,33 +423,36 @@ def main(argv: Optional[List[str]] = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="ocp-deploy-compare-"))
-    paths = prepare_artifacts(work, selected, engines)
-    results: Dict[str, Any] = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads",
-        "engines": engines,
-        "matmul_peak_gflops": matmul_peak_gflops(args.threads),
-        "runs": [],
-        "graphs": [],
-    }
-    for structure_name, models in cases.items():
-        for model in models:
-            for engine in engines:
-                task = {
-                    "engine": engine, "structure": structure_name, "threads": args.threads, "repeats": _repeats(structure_name),
-                    "checkpoint": paths[model]["checkpoint"], "artifact": paths[model].get(engine),
-                }
-                print(f"{model} {structure_name} {engine} ...", file=sys.stderr, flush=True)
+    try:
+        paths = prepare_artifacts(work, selected, engines)
+        results: Dict[str, Any] = {
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads",
+            "engines": engines,
+            "matmul_peak_gflops": matmul_peak_gflops(args.threads),
+            "runs": [],
+            "graphs": [],
+        }
+        for structure_name, models in cases.items():
+            for model in models:
+                for engine in engines:
+                    task = {
+                        "engine": engine, "structure": structure_name, "threads": args.threads, "repeats": _repeats(structure_name),
+                        "checkpoint": paths[model]["checkpoint"], "artifact": paths[model].get(engine),
+                    }
+                    print(f"{model} {structure_name} {engine} ...", file=sys.stderr, flush=True)
+                    result = run_worker(task, args.memory_limit)
+                    results["runs"].append({"model": model, "structure": structure_name, "engine": engine, **result})
+                    print(f"  {result}", file=sys.stderr, flush=True)
+        backends = (["reference"] if "reference" in engines else []) + ["ours", "vesin", "ase"]
+        for structure_name, (cutoff, cap) in ({} if args.no_graphs else GRAPH_CASES).items():
+            for backend in backends:
+                task = {"backend": backend, "structure": structure_name, "cutoff": cutoff, "cap": cap, "threads": args.threads, "repeats": GRAPH_REPEATS}
+                print(f"graph {structure_name} {backend} ...", file=sys.stderr, flush=True)
                 result = run_worker(task, args.memory_limit)
-                results["runs"].append({"model": model, "structure": structure_name, "engine": engine, **result})
+                results["graphs"].append({"structure": structure_name, "cutoff": cutoff, "cap": cap, "backend": backend, **result})
                 print(f"  {result}", file=sys.stderr, flush=True)
-    backends = (["reference"] if "reference" in engines else []) + ["ours", "vesin", "ase"]
-    for structure_name, (cutoff, cap) in ({} if args.no_graphs else GRAPH_CASES).items():
-        for backend in backends:
-            task = {"backend": backend, "structure": structure_name, "cutoff": cutoff, "cap": cap, "threads": args.threads, "repeats": GRAPH_REPEATS}
-            print(f"graph {structure_name} {backend} ...", file=sys.stderr, flush=True)
-            result = run_worker(task, args.memory_limit)
-            results["graphs"].append({"structure": structure_name, "cutoff": cutoff, "cap": cap, "backend": backend, **result})
-            print(f"  {result}", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # the artifacts are 0.7-0.9 GB per run
     (out / "compare.json").write_text(json.dumps(results, indent=1) + "\n")
     markdown = render_markdown(results)
     (out / "compare.md").write_text(markdown)
