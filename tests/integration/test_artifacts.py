@@ -70,6 +70,22 @@ def test_onnx_is_deterministic_and_correct_with_two_threads(export_artifact, che
     assert np.abs(first["forces"] - expected["forces"]).max() <= 2e-4 * np.abs(expected["forces"]).max() + 1e-3
 
 
+@pytest.mark.parametrize("checkpoint", ["painn_tiny", "gemnet_oc_tiny"])
+def test_onnx_reused_memory_gives_a_fresh_sessions_results(export_artifact, checkpoint):
+    """The CPU arena hands freed buffers to the next call: sizes shrinking and growing
+    from call to call (as in MD or screening) give each structure exactly the bits
+    a freshly loaded model computes for it (no stale data read from a reused buffer)."""
+    path = export_artifact(checkpoint, "onnx")
+    model = load_model(path, threads=ONNX_THREADS)
+    bulk = _rattled_cu_bulk()
+    for count in (108, 60, 100, 30, 108, 75):
+        structure = bulk[:count]
+        reused = model.predict(structure)
+        fresh = load_model(path, threads=ONNX_THREADS).predict(structure)
+        assert reused["energy"] == fresh["energy"], count
+        assert np.array_equal(reused["forces"], fresh["forces"]), count
+
+
 @pytest.mark.parametrize("checkpoint", DIRECT_MODELS)
 def test_onnx_graph_has_no_copies_or_racing_scatters(export_artifact, checkpoint):
     """The written graph: no identity Transposes (full copies) and no accumulating ScatterND."""
