@@ -3,8 +3,10 @@
 // only the non-template Error / utils overloads are used (see fmt_shim).
 #include "pair_ocp.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 #include <sstream>
 
 #include "atom.h"
@@ -12,6 +14,7 @@
 #include "domain.h"
 #include "error.h"
 #include "force.h"
+#include "full_list_request.h"
 #include "memory.h"
 #include "neigh_list.h"
 #include "neighbor.h"
@@ -31,23 +34,24 @@ constexpr double kShiftTolerance = 1.0e-4;
 constexpr double kCutoffTolerance = 1.0e-6;
 // Longest OCP tag accepted in pair_coeff El:TAG (tags are 0, 1, 2 in OC20).
 constexpr std::size_t kMaxTagDigits = 6;
-// Atom map styles of the 2021 Atom class: 0 = none, 1 = array, 2 = hash.
+// Atom::map_style value meaning "no atom map" (0 in every release).
 constexpr int kMapNone = 0;
 
-// The Debian package ships no neigh_request.h. This mirrors the leading
-// members of NeighRequest in LAMMPS 29Sep2021 (20220106), the only ones
-// touched here; request_full_list() verifies the mirror against the defaults
-// the NeighRequest constructor sets before writing to it.
-struct NeighRequestPrefix : protected Pointers {
-  int index;
-  void* requestor;
-  int requestor_instance;
-  int id;
-  int pair, fix, compute, command, neigh;
-  int half, full;
-};
-
 std::string str(const char* text) { return std::string(text); }
+
+// Why this artifact cannot be split across MPI ranks, by model kind.
+std::string single_rank_reason(const std::string& model_kind) {
+  if (model_kind == "painn")
+    return "PaiNN passes node features along edges in every message-passing layer, so a rank "
+           "would need its ghost atoms' features exchanged after each layer (and their "
+           "gradients exchanged back), and the artifact is one call with no per-layer entry point";
+  if (model_kind == "gemnet_oc")
+    return "GemNet-OC's messages live on edges, triplets and quadruplets, so a rank would need "
+           "edge features exchanged after every interaction block (or a ghost shell of the whole "
+           "receptive field), and the artifact is one call with no per-block entry point";
+  return "the artifact evaluates the whole periodic system in one call and has no entry point "
+         "for exchanging intermediate features between ranks";
+}
 
 }  // namespace
 
@@ -129,6 +133,7 @@ void PairOCP::settings(int narg, char** arg) {
                                                               : "no (artifact builds its graph)") +
                             "\n");
   }
+  check_single_rank();
   if (meta.forces == "direct")
     error->warning(FLERR, str("pair ocp: artifact forces are direct (not -dE/dx): NVE will not "
                               "conserve energy; export with --forces conservative for MD"));
@@ -178,8 +183,6 @@ void PairOCP::init_style() {
   if (std::strcmp(update->unit_style, kRequiredUnits) != 0)
     error->all(FLERR, "pair ocp requires 'units metal' (the artifact works in eV and Angstrom); "
                       "this input uses 'units " + std::string(update->unit_style) + "'");
-  if (comm->nprocs != 1)
-    error->all(FLERR, str("pair ocp supports a single MPI rank only"));
   if (atom->tag_enable == 0) error->all(FLERR, str("pair ocp requires atom IDs"));
   if (atom->map_style == kMapNone)
     error->all(FLERR, str("pair ocp requires an atom map: add 'atom_modify map array' before "
@@ -192,21 +195,17 @@ void PairOCP::init_style() {
   if (comm->me == 0)
     utils::logmesg(lmp, std::string("pair ocp: newton_pair ") + (force->newton_pair ? "on" : "off") +
                             " (both supported: all forces land on owned atoms, ghosts get none)\n");
-  request_full_list();
+  ocp_lammps::request_full_list(this, instance_me, neighbor, error);
 }
 
-void PairOCP::request_full_list() {
-  const int index = neighbor->request(this, instance_me);
-  auto* request = reinterpret_cast<NeighRequestPrefix*>(neighbor->requests[index]);
-  const bool layout_ok = request->index == index && request->requestor == this &&
-                         request->pair == 1 && request->fix == 0 && request->compute == 0 &&
-                         request->command == 0 && request->neigh == 0 && request->half == 1 &&
-                         request->full == 0;
-  if (!layout_ok)
-    error->all(FLERR, str("pair ocp: this LAMMPS build's NeighRequest layout is not the "
-                          "29Sep2021 one; cannot request a full neighbour list"));
-  request->half = 0;
-  request->full = 1;
+// Exact results on several ranks need the model's intermediate features
+// exchanged between ranks; refuse rather than return a silently wrong number.
+void PairOCP::check_single_rank() {
+  if (comm->nprocs == 1) return;
+  error->all(FLERR, "pair ocp: runs on 1 MPI rank only, this run has " +
+                        std::to_string(comm->nprocs) + ": " +
+                        single_rank_reason(model_->metadata().model_kind) +
+                        "; use 1 rank with 'pair_style ocp ... threads T' for parallelism");
 }
 
 double PairOCP::init_one(int, int) {
@@ -218,13 +217,22 @@ void PairOCP::build_frame() {
   const int nlocal = atom->nlocal;
   double** x = atom->x;
   const int* type = atom->type;
+  const tagint* tag = atom->tag;
+  // Atom-ID order: the model's result depends on the atom order under the
+  // max-neighbour cap, and LAMMPS reorders its local arrays at will.
+  order_.resize(nlocal);
+  std::iota(order_.begin(), order_.end(), 0);
+  std::sort(order_.begin(), order_.end(), [tag](int a, int b) { return tag[a] < tag[b]; });
+  slot_.resize(nlocal);
+  for (int k = 0; k < nlocal; ++k) slot_[order_[k]] = k;
   frame_.positions.resize(3 * static_cast<std::size_t>(nlocal));
   frame_.atomic_numbers.resize(nlocal);
   frame_.tags.resize(nlocal);
-  for (int i = 0; i < nlocal; ++i) {
-    for (int d = 0; d < 3; ++d) frame_.positions[3 * i + d] = x[i][d];
-    frame_.atomic_numbers[i] = type_to_z_[type[i]];
-    frame_.tags[i] = type_to_tag_[type[i]];
+  for (int k = 0; k < nlocal; ++k) {
+    const int i = order_[k];
+    for (int d = 0; d < 3; ++d) frame_.positions[3 * k + d] = x[i][d];
+    frame_.atomic_numbers[k] = type_to_z_[type[i]];
+    frame_.tags[k] = type_to_tag_[type[i]];
   }
   // LAMMPS box: a = (xprd, 0, 0), b = (xy, yprd, 0), c = (xz, yz, zprd).
   frame_.cell = {domain->xprd, 0.0, 0.0, domain->xy, domain->yprd, 0.0,
@@ -264,14 +272,15 @@ void PairOCP::build_candidates() {
                                   " is not a periodic image of its owner");
         candidates_.offsets.push_back(static_cast<std::int64_t>(shift));
       }
-      candidates_.neighbour.push_back(owner);
-      candidates_.centre.push_back(i);
+      candidates_.neighbour.push_back(slot_[owner]);
+      candidates_.centre.push_back(slot_[i]);
     }
   }
 }
 
 // A full list holds every owned-owned pair in both directions; a half list
-// holds it once. Guards the NeighRequest mirror at run time.
+// holds it once. Guards the full-list request (on the 2021 API, a mirror of
+// NeighRequest) at run time.
 void PairOCP::check_list_is_full() const {
   const int nlocal = atom->nlocal;
   long below = 0, above = 0;
@@ -289,8 +298,8 @@ void PairOCP::check_list_is_full() const {
 void PairOCP::apply(const ocp_deploy::Result& result) {
   const int nlocal = atom->nlocal;
   double** f = atom->f;
-  for (int i = 0; i < nlocal; ++i)
-    for (int d = 0; d < 3; ++d) f[i][d] += result.forces[3 * i + d];
+  for (int k = 0; k < nlocal; ++k)
+    for (int d = 0; d < 3; ++d) f[order_[k]][d] += result.forces[3 * k + d];
   if (eflag_global) eng_vdwl += result.energy;
   if (vflag_global) {
     if (result.has_stress) {

@@ -1,5 +1,5 @@
 // pair_ocp.h - LAMMPS pair style "ocp" evaluating an ocp-deploy TorchScript
-// artifact, registered at run time (the Debian LAMMPS has no PLUGIN package).
+// artifact.
 //
 //   units metal
 //   atom_modify map array            # ghosts are mapped to their owners
@@ -11,7 +11,14 @@
 //                                    # default 0), e.g. Cu:0 Cu:1 O:2
 //
 // Design (single MPI rank):
-// * A FULL neighbour list is requested. For every owned atom i and every
+// * The artifact always sees the atoms in atom-ID order (the data file's
+//   order), whatever LAMMPS did to its local arrays (spatial sort at setup and
+//   every `atom_modify sort` steps). Under the max-neighbour cap PaiNN and
+//   GemNet-OC depend on the atom order (symmetrization keeps the
+//   source < target direction of each capped pair), so this is what makes
+//   LAMMPS equal the Python runtime on the same structure in file order.
+// * A FULL neighbour list is requested (full_list_request.h: modern or 2021
+//   API, chosen at configure time). For every owned atom i and every
 //   neighbour j within the model cutoff, j (owned or ghost) is mapped to its
 //   owner via atom->map(tag[j]); the integer image shift is recovered from
 //   x[j] - x[owner] and the box. The list (owner j, i, shift) is the
@@ -24,12 +31,28 @@
 // * The global virial comes from the artifact's stress (conservative
 //   artifacts, fully periodic box): virial = -V * stress. Per-atom energies
 //   and virials are not available.
+// * More than one MPI rank is refused with the reason: the artifact evaluates
+//   the whole periodic system in one call, and exact message passing across
+//   ranks would need per-layer exchanges it does not expose.
 // * All failures (artifact, metadata, input) become LAMMPS errors in one
 //   place, PairOCP::guarded(), via error->all.
 //
+// Built three ways: into lmp_ocp (Debian LAMMPS, run-time registration via
+// register_pair_ocp), as a LAMMPS plugin (ocp_plugin.cpp), and compiled into
+// a LAMMPS source tree (the PairStyle line below; see patch_lammps.sh).
+//
 // This translation unit includes LAMMPS headers only; LibTorch is behind
 // ocp_deploy/model.hpp (no torch types), so torch's fmt never meets LAMMPS's.
-#pragma once
+#ifdef PAIR_CLASS
+// clang-format off
+PairStyle(ocp,PairOCP);
+// clang-format on
+#else
+
+// An include guard, not #pragma once: LAMMPS includes its style headers
+// twice, with and without PAIR_CLASS.
+#ifndef OCP_DEPLOY_PAIR_OCP_H
+#define OCP_DEPLOY_PAIR_OCP_H
 
 #include <memory>
 #include <string>
@@ -58,7 +81,7 @@ class PairOCP : public Pair {
   void guarded(const char* where, Body&& body);
 
   void allocate();
-  void request_full_list();
+  void check_single_rank();
   void build_frame();
   void build_candidates();
   void check_list_is_full() const;
@@ -69,6 +92,10 @@ class PairOCP : public Pair {
   double cutoff_ = 0.0;
   std::vector<int> type_to_z_;    // index: LAMMPS type (1..ntypes)
   std::vector<int> type_to_tag_;  // OCP tag per type
+  // order_[k]: local index of the atom with the k-th smallest ID (the
+  // artifact's atom k); slot_[i]: the artifact's index of local atom i.
+  std::vector<int> order_;
+  std::vector<int> slot_;
   ocp_deploy::Frame frame_;
   ocp_deploy::Candidates candidates_;
   bool warned_virial_ = false;
@@ -78,3 +105,6 @@ class PairOCP : public Pair {
 void register_pair_ocp(class LAMMPS* lmp);
 
 }  // namespace LAMMPS_NS
+
+#endif  // OCP_DEPLOY_PAIR_OCP_H
+#endif  // PAIR_CLASS
