@@ -1,4 +1,4 @@
-"""export-model in a subprocess: export, info, and one-line errors for bad checkpoints."""
+"""export-model in a subprocess: export, info, bench, and one-line errors for bad checkpoints and misplaced artifacts."""
 
 import json
 import subprocess
@@ -79,5 +79,39 @@ def test_missing_checkpoint_and_bad_artifact(tmp_path):
     not_an_artifact = tmp_path / "junk.pt"
     not_an_artifact.write_bytes(b"not a model")
     result = run_cli("info", not_an_artifact)
-    assert result.returncode != 0 and "not a TorchScript artifact" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [f"export-model: error: {not_an_artifact} is a text file; pass an artifact made by export-model (.pt, .onnx or .pt2)"]
+
+
+@pytest.mark.parametrize("format, kind", [("torchscript", "a TorchScript artifact"), ("onnx", "an ONNX artifact")])
+def test_artifact_passed_as_checkpoint(export_artifact, tmp_path, format, kind):
+    artifact = export_artifact("painn_tiny", format)
+    result = run_cli(artifact, "--format", "torchscript", "-o", tmp_path / "out.pt")
+    assert result.returncode == 1
+    # One line: no torch UserWarning about TorchScript archives, no traceback.
+    assert result.stderr.strip().splitlines() == [
+        f"export-model: error: {artifact} is {kind} made by export-model; "
+        "pass the trainer checkpoint (the .pt file fairchem's trainer saves, with 'state_dict' and 'config')"
+    ]
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_checkpoint_passed_to_info():
+    result = run_cli("info", CHECKPOINTS / "painn_tiny.pt")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"export-model: error: {CHECKPOINTS / 'painn_tiny.pt'} is a trainer checkpoint, not an artifact; export it first "
+        f"(export-model {CHECKPOINTS / 'painn_tiny.pt'} --format torchscript -o painn_tiny_ts.pt) and pass the artifact"
+    ]
+
+
+def test_onnx_info_keys_in_torchscript_order(export_artifact):
+    torchscript = json.loads(run_cli("info", export_artifact("painn_tiny", "torchscript")).stdout)
+    onnx = json.loads(run_cli("info", export_artifact("painn_tiny", "onnx")).stdout)
+    assert [key for key in onnx if key in torchscript] == list(torchscript)  # ONNX-only keys may sit between
+
+
+def test_bench_stderr_has_complete_lines_only(export_artifact):
+    result = run_cli("bench", export_artifact("painn_tiny", "torchscript"), "--sizes", "4,32", "--repeats", "1", "--warmup", "0")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == ["bench 4 atoms: done", "bench 32 atoms: done"]
