@@ -426,7 +426,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         paths = prepare_artifacts(work, selected, engines)
         results: Dict[str, Any] = {
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads",
+            "machine": machine_description(args.threads),
+            "date": time.strftime("%Y-%m-%d"),
+            "command": "python benchmarks/compare.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "engines": engines,
             "matmul_peak_gflops": matmul_peak_gflops(args.threads),
             "runs": [],
@@ -485,10 +487,36 @@ def _scale_lines(runs: List[Dict[str, Any]]) -> List[str]:
     return lines
 
 
+CPUINFO = Path("/proc/cpuinfo")
+MEMINFO = Path("/proc/meminfo")
+# Vector instruction sets that decide which kernels torch, ONNX Runtime and Inductor pick.
+ISA_NAMES = {"avx512f": "AVX-512", "avx2": "AVX2"}  # widest first
+KIB_PER_GIB = 1024 * 1024
+
+
+def machine_description(threads: int) -> str:
+    """CPU model, instruction set, cores, memory and threads: what a benchmark's numbers depend on."""
+    model, isa = platform.processor() or platform.machine(), "unknown ISA"
+    if CPUINFO.is_file():
+        text = CPUINFO.read_text()
+        names = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]
+        flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+        model = names[0] if names else model
+        isa = next((name for flag, name in ISA_NAMES.items() if flag in flags), "no AVX2")
+    memory = ""
+    if MEMINFO.is_file():
+        total_kib = int(MEMINFO.read_text().split()[1])
+        memory = f", {total_kib / KIB_PER_GIB:.0f} GiB"
+    import torch  # the coordinator imports torch lazily, like its workers
+
+    return f"{model}, {isa}, {os.cpu_count()} cores{memory}, {threads} threads, torch {torch.__version__}"
+
+
 def render_markdown(results: Dict[str, Any]) -> str:
     baseline = "reference" if "reference" in results["engines"] else "eager"
     lines = [
         f"Machine: {results['machine']}; fp32 matmul peak {results['matmul_peak_gflops']:.0f} GFLOP/s (torch.mm {MATMUL_SIZE}^2).",
+        f"Date: {results.get('date', 'not recorded')}. Command: `{results.get('command', 'not recorded')}`.",
         f"One energy+forces call (graph construction included), median; speed-up = {baseline} time / engine time.",
         "",
         "| model | structure | atoms | engine | time (s) | graph (s) | speed-up | peak RSS (GB) |",
