@@ -23,6 +23,7 @@ import torch
 import torch.fx.experimental._config
 from torch import Tensor, nn
 
+from ocpdeploy.runtime.contract import ContractInput, named_sizes
 from ocpdeploy.runtime.keys import ATOMIC_NUMBERS, BATCH, CELL, ENERGY, FORCES, FORCES_CONSERVATIVE, FORCES_DIRECT, POSITIONS, STRESS
 
 from .deployed import PhysicalModel
@@ -82,16 +83,61 @@ def capture_backward(physical: PhysicalModel, graph_names: List[str], output_nam
     return TracedWithWeights(traced, [state[n] for n in names])
 
 
-def dynamic_shapes(graph_names: List[str], example: Tuple[Tensor, ...]) -> Tuple[Dict[int, Any], ...]:
-    atoms = torch.export.Dim("atoms")
-    structures = torch.export.Dim("structures")
-    shapes: List[Dict[int, Any]] = [{0: atoms}, {0: structures}, {0: atoms}, {0: atoms}]
-    for name, tensor in zip(graph_names, example[len(STRUCTURE_INPUTS) :]):
-        # Every graph tensor has one variable dimension: the last for (2, E)
-        # index pairs, the first otherwise.
-        dim = 1 if (tensor.dim() == 2 and tensor.shape[0] == 2 and not tensor.is_floating_point()) else 0
-        shapes.append({dim: torch.export.Dim(f"{name}_count")})
-    return tuple(shapes)
+# Example sizes: distinct primes, so that no two independent sizes are equal
+# in the example (torch.export would otherwise be free to relate them) and
+# none is 0 or 1 (which it specialises); larger than every fixed size of the
+# contract (2, 3).
+EXAMPLE_SIZES = (13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97, 101, 103, 107, 109)
+EXAMPLE_SEED = 20261203
+# Example geometry: atoms uniform in a cube of this edge (Angstrom), cells
+# this long, image shifts in {-1, 0, 1}. The example only fixes shapes;
+# export verification runs real structures (``probes.py``).
+EXAMPLE_BOX = 8.0
+
+
+def example_sizes(contract: List[ContractInput]) -> Dict[str, int]:
+    """A distinct example value (>= 2) for every named size of ``contract``."""
+    names = named_sizes(contract)
+    if len(names) > len(EXAMPLE_SIZES):
+        raise ValueError(f"{len(names)} named sizes but only {len(EXAMPLE_SIZES)} distinct example sizes")
+    return dict(zip(names, EXAMPLE_SIZES))
+
+
+def example_inputs(
+    contract: List[ContractInput], dtype: torch.dtype, max_atomic_number: int, device: torch.device
+) -> Tuple[Tensor, ...]:
+    """Inputs of the contract's shapes with every independent size distinct and >= 2.
+
+    Index tensors hold valid indices of the size they index into (sorted,
+    as destinations are); floating inputs are random geometry. The values
+    only have to let the model run once; the exported program must not
+    depend on them.
+    """
+    sizes = example_sizes(contract)
+    generator = torch.Generator().manual_seed(EXAMPLE_SEED)
+    tensors: List[Tensor] = []
+    for entry in contract:
+        shape = [sizes[s] if isinstance(s, str) else s for s in entry.shape]
+        if entry.name == POSITIONS:
+            tensor = EXAMPLE_BOX * torch.rand(shape, generator=generator, dtype=torch.float64)
+        elif entry.name == CELL:
+            tensor = EXAMPLE_BOX * torch.eye(3, dtype=torch.float64).expand(shape) + 0.1 * torch.randn(shape, generator=generator, dtype=torch.float64)
+        elif entry.name == ATOMIC_NUMBERS:
+            tensor = torch.randint(1, max_atomic_number + 1, shape, generator=generator)
+        elif entry.indexes is not None:
+            tensor = torch.randint(0, sizes[entry.indexes], shape, generator=generator).sort(dim=-1).values
+        elif entry.name.endswith("_kmax"):
+            tensor = torch.zeros(shape, dtype=torch.long)
+        else:  # cell offsets: integer image shifts stored as floats
+            tensor = torch.randint(-1, 2, shape, generator=generator).to(torch.float64)
+        tensors.append(tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else torch.long))
+    return tuple(tensors)
+
+
+def dynamic_shapes(contract: List[ContractInput]) -> Tuple[Dict[int, Any], ...]:
+    """One ``torch.export.Dim`` per named size, shared by every input dimension of that name."""
+    dims = {name: torch.export.Dim(name, min=0) for name in named_sizes(contract)}
+    return tuple({axis: dims[size] for axis, size in enumerate(entry.shape) if isinstance(size, str)} for entry in contract)
 
 
 def unchunked(physical: PhysicalModel) -> PhysicalModel:
@@ -108,22 +154,21 @@ def output_names(physical: PhysicalModel) -> List[str]:
 
 
 def exportable(
-    physical: PhysicalModel, graph_names: List[str], example: Tuple[Tensor, ...], automatic: bool = False
+    physical: PhysicalModel, contract: List[ContractInput], example: Tuple[Tensor, ...]
 ) -> Tuple[nn.Module, Tuple[Any, ...]]:
     """(module, dynamic_shapes) to hand to ``torch.export`` / ``torch.onnx.export`` with ``example``.
 
-    ``automatic``: every dynamic dimension is ``Dim.AUTO`` instead of a named
-    ``Dim``, so ``torch.export`` itself relates sizes that must be equal
-    (``cell_offsets`` and ``edge_slot`` both have E rows); plain
-    ``torch.export`` refuses named dimensions that turn out equal.
+    ``contract`` lists the inputs (``runtime/contract.py``); ``example`` is
+    ``example_inputs(contract, ...)``. Each named size of the contract is one
+    ``torch.export.Dim`` shared by the dimensions that carry its name, so the
+    only size relations in the program are the declared ones.
     """
     # A copy, on the example's device (the captured backward traces with the
     # weights); the caller's module stays where it is.
     physical = unchunked(physical).to(example[0].device)
     names = output_names(physical)
-    shapes = dynamic_shapes(graph_names, example)
-    if automatic:
-        shapes = tuple({dim: torch.export.Dim.AUTO for dim in entry} for entry in shapes)
+    graph_names = [entry.name for entry in contract[len(STRUCTURE_INPUTS) :]]
+    shapes = dynamic_shapes(contract)
     if physical.forces_mode == FORCES_DIRECT:
         # torch.export matches dynamic_shapes to the signature: varargs are one nested entry.
         return FlatInputs(physical, graph_names, names), shapes[: len(STRUCTURE_INPUTS)] + (shapes[len(STRUCTURE_INPUTS) :],)

@@ -15,7 +15,7 @@ Forces modes (``keys.FORCES_*``):
   positions and cell together.
 """
 
-from typing import Dict, Final, List
+from typing import Dict, Final, List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -102,7 +102,11 @@ class PhysicalModel(nn.Module):
         energy = raw_energy * self.energy_std + self.energy_mean
         target = energy if conservative else raw_energy
         inputs: List[Tensor] = [positions, strain]
-        gradients = torch.autograd.grad([target.sum()], inputs, allow_unused=True)
+        gradients: List[Optional[Tensor]] = [None, None]
+        if target.requires_grad:
+            gradients = torch.autograd.grad([target.sum()], inputs, allow_unused=True)
+        # else: no edge reaches any atom (a lone atom), so nothing depends on
+        # the positions; forces and stress are zero below.
         position_gradient = gradients[0]
         if position_gradient is None:
             position_gradient = torch.zeros_like(positions)

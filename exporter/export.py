@@ -3,8 +3,10 @@
 ``export_checkpoint(checkpoint, output, format, dtype, forces, verify, device)``
 loads the checkpoint, builds the rewrite, writes the artifact, then (unless
 ``verify=False``) loads it back through ``ocpdeploy.runtime`` and compares it
-with the eager rewrite on the built-in probe structure; a wrong artifact is
-deleted and ``VerificationError`` raised. ``device`` applies to ``aoti``
+with the eager rewrite on every structure of the probe suite
+(``probe.probe_suite``: slab, bulk, 1- and 2-atom cells, molecule, lone
+atom, fragments), one by one and as one mixed batch; a wrong artifact is
+deleted and ``VerificationError`` raised with the probe's name. ``device`` applies to ``aoti``
 only: the package is compiled for that device type and runs only there.
 """
 
@@ -12,19 +14,21 @@ import copy
 import inspect
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, NoReturn, Optional, Tuple
 
 import numpy as np
 import torch
+from ase import Atoms
 from torch import nn
 
 import ocpdeploy.runtime.keys as keys
 from ocpdeploy.runtime import load_model
+from ocpdeploy.runtime.contract import as_metadata, model_contract
 
-from .capture import STRUCTURE_INPUTS
+from .capture import example_inputs
 from .checkpoint import Checkpoint, CheckpointError, build_rewrite, read_checkpoint
 from .deployed import DeployedModel, PhysicalModel
-from .probe import probe_atoms, probe_tensors
+from .probe import atoms_tensors, probe_atoms, probe_batch, probe_suite
 from .write_aoti import write_aoti
 from .write_onnx import write_onnx
 from .write_torchscript import write_torchscript
@@ -81,7 +85,8 @@ def build_metadata(checkpoint: Checkpoint, core: nn.Module, graph: nn.Module, ar
     if artifact == "torchscript":
         inputs = [keys.POSITIONS, keys.ATOMIC_NUMBERS, keys.CELL, keys.PBC, keys.TAGS]
     else:
-        inputs = STRUCTURE_INPUTS + list(graph.input_names)
+        contract = model_contract(checkpoint.model_name, list(graph.input_names))
+        inputs = [entry.name for entry in contract]
     normalizers = checkpoint.normalizers
     return {
         "format": keys.FORMAT_NAME,
@@ -111,15 +116,16 @@ def build_metadata(checkpoint: Checkpoint, core: nn.Module, graph: nn.Module, ar
         "checkpoint_sha256": checkpoint.sha256,
         "checkpoint_name": os.path.basename(checkpoint.path),
         "inputs": inputs,
+        **({} if artifact == "torchscript" else {"input_shapes": as_metadata(contract)}),
         "edge_convention": keys.EDGE_CONVENTION,
     }
 
 
 def _eager_reference(
-    physical: PhysicalModel, graph: nn.Module, dtype: torch.dtype, positions_noise: Optional[torch.Tensor] = None
+    physical: PhysicalModel, graph: nn.Module, atoms: Atoms, dtype: torch.dtype, positions_noise: Optional[torch.Tensor] = None
 ) -> Dict[str, np.ndarray]:
-    """Eager outputs on the probe; ``positions_noise`` (N, 3) scales each coordinate (relative), graph unchanged."""
-    probe = probe_tensors(dtype)
+    """Eager outputs on one structure; ``positions_noise`` (N, 3) scales each coordinate (relative), graph unchanged."""
+    probe = atoms_tensors(atoms, dtype)
     natoms = torch.tensor([probe["positions"].shape[0]])
     batch = torch.zeros(probe["positions"].shape[0], dtype=torch.long)
     cell = probe["cell"].unsqueeze(0)
@@ -131,16 +137,17 @@ def _eager_reference(
     return {name: value.detach().double().numpy() for name, value in outputs.items()}
 
 
-def float32_noise(physical: PhysicalModel, graph: nn.Module) -> Dict[str, float]:
-    """The model's float32 rounding sensitivity on the probe, measured in float64.
+def float32_noise(physical: PhysicalModel, graph: nn.Module, atoms: Optional[Atoms] = None) -> Dict[str, float]:
+    """The model's float32 rounding sensitivity on ``atoms`` (default: the slab probe), measured in float64.
 
     Returns ``{"energy": eV, "forces": eV/A}``: the largest change of E and of
     max|F| over ``FLOAT32_NOISE_DRAWS`` seeded draws that perturb every
-    floating parameter, buffer and probe coordinate by a relative
+    floating parameter, buffer and coordinate by a relative
     ``FLOAT32_ROUNDING`` (one float32 rounding).
     """
+    atoms = probe_atoms() if atoms is None else atoms
     model = copy.deepcopy(physical).to(torch.float64)
-    exact = _eager_reference(model, graph, torch.float64)
+    exact = _eager_reference(model, graph, atoms, torch.float64)
     generator = torch.Generator().manual_seed(0)
     originals = [tensor.detach().clone() for tensor in _floating_tensors(model)]
     energy_noise, forces_noise = 0.0, 0.0
@@ -149,7 +156,7 @@ def float32_noise(physical: PhysicalModel, graph: nn.Module) -> Dict[str, float]
             for tensor, original in zip(_floating_tensors(model), originals):
                 tensor.copy_(original * (1.0 + FLOAT32_ROUNDING * torch.randn(original.shape, generator=generator, dtype=original.dtype)))
         noise = torch.randn(exact[keys.FORCES].shape, generator=generator, dtype=torch.float64)
-        perturbed = _eager_reference(model, graph, torch.float64, positions_noise=FLOAT32_ROUNDING * noise)
+        perturbed = _eager_reference(model, graph, atoms, torch.float64, positions_noise=FLOAT32_ROUNDING * noise)
         energy_noise = max(energy_noise, float(np.abs(perturbed[keys.ENERGY] - exact[keys.ENERGY]).max()))
         forces_noise = max(forces_noise, float(np.abs(perturbed[keys.FORCES] - exact[keys.FORCES]).max()))
     return {keys.ENERGY: energy_noise, keys.FORCES: forces_noise}
@@ -159,48 +166,68 @@ def _floating_tensors(model: nn.Module):
     return [t for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()]
 
 
-def _verify(path: str, physical: PhysicalModel, graph: nn.Module, dtype_name: str, device: str = "cpu") -> ExportResult:
-    expected = _eager_reference(physical, graph, DTYPES[dtype_name])
-    model = load_model(path, device=device)
-    got = model.predict(probe_atoms())
+def _compare(
+    got: Dict[str, Any], expected: Dict[str, np.ndarray], dtype_name: str, noise: Callable[[], Dict[str, float]]
+) -> Tuple[float, float, float, float]:
+    """(|dE|, max|dF|, energy bound, forces bound) of one structure; ``noise`` widens float32 bounds when needed."""
     energy_error = abs(got["energy"] - float(expected[keys.ENERGY][0]))
-    forces_error = float(np.abs(got["forces"] - expected[keys.FORCES]).max())
+    forces_error = float(np.abs(got["forces"] - expected[keys.FORCES]).max()) if len(got["forces"]) else 0.0
     relative, absolute = ENERGY_TOLERANCE[dtype_name]
     energy_bound = relative * abs(float(expected[keys.ENERGY][0])) + absolute
     relative, absolute = FORCES_TOLERANCE[dtype_name]
-    forces_bound = relative * float(np.abs(expected[keys.FORCES]).max()) + absolute
-    if dtype_name == "float32" and not (energy_error <= energy_bound and forces_error <= forces_bound):
+    forces_bound = relative * float(np.abs(expected[keys.FORCES]).max(initial=0.0)) + absolute
+    exceeded = not (energy_error <= energy_bound and forces_error <= forces_bound)
+    if dtype_name == "float32" and exceeded:
         # Only measured when the fixed bounds are exceeded (it costs a few float64 passes).
-        noise = float32_noise(physical, graph)
-        energy_bound += FLOAT32_NOISE_FACTOR * noise[keys.ENERGY]
-        forces_bound += FLOAT32_NOISE_FACTOR * noise[keys.FORCES]
-    if not (energy_error <= energy_bound and forces_error <= forces_bound):
+        measured = noise()
+        energy_bound += FLOAT32_NOISE_FACTOR * measured[keys.ENERGY]
+        forces_bound += FLOAT32_NOISE_FACTOR * measured[keys.FORCES]
+    return energy_error, forces_error, energy_bound, forces_bound
+
+
+def _refuse(path: str, message: str) -> NoReturn:
+    if os.path.exists(path):
         os.remove(path)
-        raise VerificationError(
-            f"{path}: artifact disagrees with the eager rewrite on the probe structure "
-            f"(|dE| {energy_error:.3g} eV > {energy_bound:.3g} or max|dF| {forces_error:.3g} eV/A > {forces_bound:.3g}, "
-            f"bounds include {FLOAT32_NOISE_FACTOR:g}x the model's float32 rounding noise); not written"
-        )
-    return ExportResult(path, model.metadata, energy_error, forces_error)
+    raise VerificationError(f"{path}: {message}; not written")
 
 
-def _example_batch(graph: nn.Module, dtype: torch.dtype):
-    """Two copies of the probe (the second shifted) as example inputs of ``torch.export``.
+def _verify(path: str, physical: PhysicalModel, graph: nn.Module, dtype_name: str, device: str = "cpu") -> ExportResult:
+    """Load the artifact back and compare it with the eager rewrite on every probe, one by one and batched."""
+    dtype = DTYPES[dtype_name]
+    suite = probe_suite()
+    expected = {name: _eager_reference(physical, graph, atoms, dtype) for name, atoms in suite}
+    try:
+        model = load_model(path, device=device)
+    except Exception as error:  # noqa: BLE001 - any failure to load refuses the artifact
+        _refuse(path, f"the written artifact does not load ({_first_line(error)})")
+    worst_energy, worst_forces = 0.0, 0.0
+    runs = [(name, [atoms]) for name, atoms in suite] + [("mixed batch", [atoms for _, atoms in probe_batch()])]
+    for label, structures in runs:
+        names = [label] if len(structures) == 1 else [name for name, _ in probe_batch()]
+        try:
+            results = model.predict_many(structures, batch_size=len(structures))
+        except Exception as error:  # noqa: BLE001 - the artifact must run on every probe
+            _refuse(path, f"the artifact fails on probe '{label}' ({_first_line(error)})")
+        for name, atoms, got in zip(names, structures, results):
+            energy_error, forces_error, energy_bound, forces_bound = _compare(
+                got, expected[name], dtype_name, lambda atoms=atoms: float32_noise(physical, graph, atoms)
+            )
+            if not (energy_error <= energy_bound and forces_error <= forces_bound):
+                where = f"probe '{name}'" + ("" if len(structures) == 1 else " in the mixed batch")
+                _refuse(
+                    path,
+                    f"artifact disagrees with the eager rewrite on {where} "
+                    f"(|dE| {energy_error:.3g} eV vs bound {energy_bound:.3g}, max|dF| {forces_error:.3g} eV/A vs bound "
+                    f"{forces_bound:.3g}; bounds include {FLOAT32_NOISE_FACTOR:g}x the model's float32 rounding noise)",
+                )
+            worst_energy = max(worst_energy, energy_error)
+            worst_forces = max(worst_forces, forces_error)
+    return ExportResult(path, model.metadata, worst_energy, worst_forces)
 
-    Two structures, so that no traced size is 1 (the symbolic tracer would
-    specialise it); graph tensors are prepared by ``graph``.
-    """
-    probe = probe_tensors(dtype)
-    num_atoms = probe["positions"].shape[0]
-    positions = torch.cat([probe["positions"], probe["positions"] + 0.5])
-    cell = torch.stack([probe["cell"], probe["cell"]])
-    pbc = torch.stack([probe["pbc"], probe["pbc"]])
-    natoms = torch.tensor([num_atoms, num_atoms])
-    tags = torch.cat([probe["tags"], probe["tags"]])
-    numbers = torch.cat([probe["atomic_numbers"], probe["atomic_numbers"]])
-    batch = torch.repeat_interleave(torch.arange(2), natoms)
-    prepared = graph(positions, cell, pbc, natoms, tags)
-    return (positions, cell, numbers, batch) + tuple(prepared[name] for name in graph.input_names)
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def export_checkpoint(
@@ -240,12 +267,11 @@ def export_checkpoint(
     if format == "torchscript":
         deployed = DeployedModel(physical, graph, metadata["min_atomic_number"], metadata["max_atomic_number"], DTYPES[dtype])
         write_torchscript(deployed, metadata, output)
-    elif format == "onnx":
-        example = _example_batch(graph, DTYPES[dtype])
-        write_onnx(physical, list(graph.input_names), example, metadata, output)
     else:
-        example = tuple(tensor.to(device) for tensor in _example_batch(graph, DTYPES[dtype]))
-        write_aoti(physical, list(graph.input_names), example, metadata, output)
+        contract = model_contract(checkpoint.model_name, list(graph.input_names))
+        example = example_inputs(contract, DTYPES[dtype], metadata["max_atomic_number"], torch.device(device))
+        writer = write_onnx if format == "onnx" else write_aoti
+        writer(physical, contract, example, metadata, output)
     if not verify:
         return ExportResult(output, metadata)
     return _verify(output, physical, graph, dtype, device)

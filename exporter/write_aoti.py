@@ -38,9 +38,11 @@ from typing import Any, Dict, Iterator, List, Tuple
 import torch
 from torch import Tensor
 
+from ocpdeploy.runtime.contract import ContractInput
 from ocpdeploy.runtime.keys import AOTI_DEVICE_KEY, AOTI_METADATA_KEY
 
 from .capture import exportable
+from .shape_check import check_program_shapes
 from .deployed import PhysicalModel
 
 AOTI_SUFFIX = ".pt2"
@@ -58,20 +60,26 @@ def compiler_available() -> bool:
 
 
 def write_aoti(
-    physical: PhysicalModel, graph_names: List[str], example: Tuple[Tensor, ...], metadata: Dict[str, Any], path: str
+    physical: PhysicalModel, contract: List[ContractInput], example: Tuple[Tensor, ...], metadata: Dict[str, Any], path: str
 ) -> str:
-    """Export and compile ``physical`` on the example inputs (on their device) into the package ``path``."""
+    """Export and compile ``physical`` on the example inputs (on their device) into the package ``path``.
+
+    ``example`` is ``capture.example_inputs(contract, ...)``; the exported
+    program is checked against the contract (``shape_check.py``) before it
+    is compiled.
+    """
     if not path.endswith(AOTI_SUFFIX):
         raise ValueError(f"AOTInductor packages end in '{AOTI_SUFFIX}', got '{path}'")
     device = example[0].device
     if device.type == "cpu" and not compiler_available():
         raise CompilerError("--format aoti needs a C++ compiler (g++ or clang++, or $CXX) to build the package; none found")
-    module, dynamic_shapes = exportable(physical, graph_names, example, automatic=True)
+    module, dynamic_shapes = exportable(physical, contract, example)
     record = {**metadata, AOTI_DEVICE_KEY: device.type}
     configs = {**INDUCTOR_CONFIGS, "aot_inductor.metadata": {AOTI_METADATA_KEY: json.dumps(record)}}
     with warnings.catch_warnings(), _deterministic_algorithms(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.export.export(module, example, dynamic_shapes=dynamic_shapes)
+        check_program_shapes(program, contract, path)
         try:
             torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=configs)
         except Exception as error:  # noqa: BLE001 - inductor raises many types; one line names the stage

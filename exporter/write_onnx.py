@@ -10,9 +10,14 @@ The identity Transposes onnxscript leaves are then removed
 (``onnx_identity.py``), and every accumulating scatter is rewritten to
 ScatterElements (``onnx_scatter.py``) so ONNX Runtime sums race-free with
 any number of intra-op threads; the artifact records it as
-``race_free_aggregation``.
+``race_free_aggregation``. Reductions get non-negative axes
+and contractions over a possibly empty dimension a zero guard
+(``onnx_empty.py``: ONNX Runtime gets both wrong on empty tensors).
+Before anything is written, the exported program and the ONNX graph are
+checked against the size contract (``shape_check.py``).
 """
 
+import os
 import warnings
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Tuple
@@ -24,13 +29,16 @@ import onnxscript
 import torch
 from torch import Tensor
 
+from ocpdeploy.runtime.contract import OUTPUT_SHAPES, ContractInput
 from ocpdeploy.runtime.keys import RACE_FREE_KEY
 from ocpdeploy.runtime.metadata import to_onnx_props
 
-from .capture import STRUCTURE_INPUTS, exportable, output_names
+from .capture import exportable, output_names
 from .deployed import PhysicalModel
+from .onnx_empty import make_safe_for_empty_tensors
 from .onnx_identity import drop_identity_transposes
 from .onnx_scatter import count_racing_scatters, make_scatter_race_free
+from .shape_check import ShapeContractError, check_onnx_shapes, check_program_shapes
 
 ONNX_SUFFIX = ".onnx"
 ONNX_OPSET = 20
@@ -86,17 +94,28 @@ _LAYER_NORM_FLOAT64 = onnxscript.values.TracedOnnxFunction(_OPSET, _layer_norm_f
 
 
 def write_onnx(
-    physical: PhysicalModel, graph_names: List[str], example: Tuple[Tensor, ...], metadata: Dict[str, Any], path: str
+    physical: PhysicalModel, contract: List[ContractInput], example: Tuple[Tensor, ...], metadata: Dict[str, Any], path: str
 ) -> str:
-    """Export ``physical`` on the example inputs (structure inputs + graph tensors) to ``path``."""
+    """Export ``physical`` on the example inputs (``capture.example_inputs`` of ``contract``) to ``path``.
+
+    Raises ``ShapeContractError`` (and writes nothing) when the exported
+    program or the ONNX graph does not keep the contract's dynamic sizes.
+    """
     if not path.endswith(ONNX_SUFFIX):
         raise ValueError(f"ONNX artifacts end in '{ONNX_SUFFIX}', got '{path}'")
-    _export(physical, graph_names, example, path)
-    model = onnx.load(path)
-    drop_identity_transposes(model)
-    make_scatter_race_free(model)
-    if count_racing_scatters(model):
-        raise ValueError(f"{path}: the exported graph still has accumulating ScatterND nodes (not race-free)")
+    _export(physical, contract, example, path)
+    try:
+        model = onnx.load(path)
+        drop_identity_transposes(model)
+        make_scatter_race_free(model)
+        if count_racing_scatters(model):
+            raise ValueError(f"{path}: the exported graph still has accumulating ScatterND nodes (not race-free)")
+        make_safe_for_empty_tensors(model)
+        outputs = [(name, OUTPUT_SHAPES[name]) for name in output_names(physical)]
+        check_onnx_shapes(model, contract, outputs, path)
+    except ValueError:
+        os.remove(path)
+        raise
     del model.metadata_props[:]
     for key, value in to_onnx_props({**metadata, RACE_FREE_KEY: True}).items():
         entry = model.metadata_props.add()
@@ -106,8 +125,8 @@ def write_onnx(
     return path
 
 
-def _export(physical: PhysicalModel, graph_names: List[str], example: Tuple[Tensor, ...], path: str) -> None:
-    module, dynamic_shapes = exportable(physical, graph_names, example)
+def _export(physical: PhysicalModel, contract: List[ContractInput], example: Tuple[Tensor, ...], path: str) -> None:
+    module, dynamic_shapes = exportable(physical, contract, example)
     with warnings.catch_warnings(), _python_floats_as(example[0].dtype):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -116,12 +135,15 @@ def _export(physical: PhysicalModel, graph_names: List[str], example: Tuple[Tens
             dynamo=True,
             optimize=False,
             dynamic_shapes=dynamic_shapes,
-            input_names=STRUCTURE_INPUTS + graph_names,
+            input_names=[entry.name for entry in contract],
             output_names=output_names(physical),
             opset_version=ONNX_OPSET,
             verbose=False,
             custom_translation_table=_translations(example[0].dtype),
         )
+    if program.exported_program is None:
+        raise ShapeContractError(f"{path}: torch.export could not capture the model with the contract's dynamic sizes")
+    check_program_shapes(program.exported_program, contract, path)
     _fold_constants(program.model)
     program.save(path)
 

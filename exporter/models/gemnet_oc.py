@@ -53,6 +53,24 @@ from .layers import (
 
 # Smallest |cross product| in the dihedral angle (reference ``get_angle``).
 DIHEDRAL_EPS: float = 1.0e-9
+# Below this sine two unit edge vectors count as collinear, and the plane
+# they span (one side of the quadruplet dihedral) as undefined. For exactly
+# collinear edges (an atom and its own periodic images at +R and -R, any
+# centrosymmetric crystal) the reference's cross product is rounding noise,
+# whose direction decides the dihedral: float32 results then depend on the
+# kernel (eager ATen with fused multiply-adds vs ONNX Runtime vs compiled
+# code) and differ from float64. Zeroing such cross products gives every
+# artifact and dtype the value float64 gives (cosine 0, sine 1). The cone it
+# covers (1e-5 rad) is far above float32 rounding of edge directions and far
+# below any geometry a model resolves.
+COLLINEAR_SINE: float = 1.0e-5
+
+
+def _plane_normal(u: Tensor, v: Tensor, collinear_sine: float) -> Tensor:
+    """``u x v`` of unit vectors (T, 3), zero where they are collinear within ``collinear_sine``."""
+    cross = torch.cross(u, v, dim=-1)
+    sine_squared = torch.sum(cross * cross, dim=-1, keepdim=True)
+    return torch.where(sine_squared > collinear_sine * collinear_sine, cross, torch.zeros_like(cross))
 
 
 def _inner_clamped(x: Tensor, y: Tensor) -> Tensor:
@@ -215,6 +233,7 @@ class GemNetOCCore(nn.Module):
     edge_atom_interaction: bool
     atom_interaction: bool
     dihedral_eps: float
+    collinear_sine: float
     edge_chunk_elements: int
 
     def __init__(
@@ -231,6 +250,7 @@ class GemNetOCCore(nn.Module):
         super().__init__()
         self.num_blocks = num_blocks
         self.dihedral_eps = DIHEDRAL_EPS
+        self.collinear_sine = COLLINEAR_SINE
         self.extensive = extensive
         self.direct_forces = direct_forces
         self.regress_forces = regress_forces
@@ -451,12 +471,12 @@ class GemNetOCCore(nn.Module):
             v_ba = v_qint[tin_out]
             v_db = v_main[tin_in]
             cos_abd = _inner_clamped(v_ba, v_db)
-            cross_in = torch.cross(v_db, v_ba, dim=-1)  # (T_in, 3)
+            cross_in = _plane_normal(v_db, v_ba, self.collinear_sine)  # (T_in, 3)
             # c -> a <- b
             v_ca = v_main[tout_out]
             v_ba_out = v_qint[tout_in]
             cos_cab_q = _inner_clamped(v_ca, v_ba_out)
-            cross_out = torch.cross(v_ca, v_ba_out, dim=-1)  # (T_out, 3)
+            cross_out = _plane_normal(v_ca, v_ba_out, self.collinear_sine)  # (T_out, 3)
             rad_cir_q, cir_q = self.cbf_basis_qint(d_qint, cos_abd)
             bases["qint_rad"] = self.mlp_rbf_qint(rad_main)
             bases["qint_cir"] = self.mlp_cbf_qint.project(rad_cir_q, cir_q, tin_out)

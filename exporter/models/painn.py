@@ -278,6 +278,19 @@ class GatedEquivariantBlock(nn.Module):
         return self.act(x), v
 
 
+class NoForceHead(nn.Module):
+    """Stands in for the force head of a model without one (``direct_forces: False``).
+
+    It has the head's signature, so that TorchScript can compile the
+    direct-forces branch it never takes; forces then come from -dE/dx.
+    ``forward(x (N, H), vec (N, 3, H)) -> (0, 3)``.
+    """
+
+    def forward(self, x: Tensor, vec: Tensor) -> Tensor:
+        del vec
+        return torch.zeros((0, 3), dtype=x.dtype, device=x.device)
+
+
 class PaiNNOutput(nn.Module):
     """Direct force head: two gated equivariant blocks, (N, 3, H) -> (N, 3)."""
 
@@ -341,7 +354,7 @@ class PaiNN(nn.Module):
         if direct_forces:
             self.out_forces = PaiNNOutput(hidden_channels)
         else:
-            self.out_forces = nn.Identity()
+            self.out_forces = NoForceHead()
 
     def forward(
         self, positions: Tensor, cell: Tensor, atomic_numbers: Tensor, batch: Tensor, graph: Dict[str, Tensor]

@@ -1,0 +1,121 @@
+"""The size contract of prepared-graph artifacts (ONNX, AOTInductor).
+
+Every input of an exported model is declared here with its shape, written
+with named sizes (``"atoms"``, ``"main_edges"``) and fixed ones (``3``),
+and, for index tensors, the named size its values index into. Two inputs
+share a size exactly when they share its name: ``cell_offsets`` and
+``edge_slot`` both have ``edges`` rows, while ``edge_kmax`` (the most edges
+of one atom) is independent of everything else. Nothing else relates the
+sizes; in particular any of them may be 0 (a structure without edges,
+triplets or quadruplets) or 1.
+
+The exporter builds its example inputs and the ``torch.export`` dynamic
+shapes from this table and checks the exported program against it; the
+artifact metadata carries it (``input_shapes``), so that a host that feeds
+an ONNX artifact without this runtime knows what to build.
+"""
+
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
+
+from .keys import ATOMIC_NUMBERS, BATCH, CELL, ENERGY, FORCES, POSITIONS, STRESS
+
+Size = Union[str, int]
+
+# Named sizes of the structure inputs.
+ATOMS = "atoms"
+STRUCTURES = "structures"
+
+
+class ContractInput(NamedTuple):
+    """One model input: ``shape`` (named or fixed sizes) and, for index tensors, the size indexed into."""
+
+    name: str
+    shape: Tuple[Size, ...]
+    indexes: Optional[str] = None
+
+
+STRUCTURE_CONTRACT: List[ContractInput] = [
+    ContractInput(POSITIONS, (ATOMS, 3)),
+    ContractInput(CELL, (STRUCTURES, 3, 3)),
+    ContractInput(ATOMIC_NUMBERS, (ATOMS,)),
+    ContractInput(BATCH, (ATOMS,), STRUCTURES),
+]
+
+
+def _edges(prefix: str, count: str) -> List[ContractInput]:
+    """``{prefix}_edge_index`` (2, E) into atoms and ``{prefix}_cell_offsets`` (E, 3)."""
+    return [ContractInput(f"{prefix}_edge_index", (2, count), ATOMS), ContractInput(f"{prefix}_cell_offsets", (count, 3))]
+
+
+def _slots(prefix: str, entries: str, per_group: str) -> List[ContractInput]:
+    """``{prefix}_slot`` (T,) into the padded group width and ``{prefix}_kmax`` (K,)."""
+    return [ContractInput(f"{prefix}_slot", (entries,), per_group), ContractInput(f"{prefix}_kmax", (per_group,))]
+
+
+def _triplets(prefix: str, entries: str, source: str, destination: str, per_group: str) -> List[ContractInput]:
+    """``{prefix}_in`` / ``{prefix}_out`` (T,) edge ids (input edge, destination edge) and their slots."""
+    return [
+        ContractInput(f"{prefix}_in", (entries,), source),
+        ContractInput(f"{prefix}_out", (entries,), destination),
+    ] + _slots(prefix, entries, per_group)
+
+
+# Outputs of every prepared-graph artifact (stress only in conservative mode).
+OUTPUT_SHAPES: Dict[str, Tuple[Size, ...]] = {ENERGY: (STRUCTURES,), FORCES: (ATOMS, 3), STRESS: (STRUCTURES, 3, 3)}
+
+PAINN_CONTRACT: List[ContractInput] = [
+    ContractInput("edge_index", (2, "edges"), ATOMS),
+    ContractInput("cell_offsets", ("edges", 3)),
+    ContractInput("edge_slot", ("edges",), "edges_per_atom"),
+    ContractInput("edge_kmax", ("edges_per_atom",)),
+]
+
+GEMNET_OC_CONTRACT: List[ContractInput] = (
+    _edges("main", "main_edges")
+    + [ContractInput("id_swap", ("main_edges",), "main_edges")]
+    + _triplets("trip_e2e", "e2e_triplets", "main_edges", "main_edges", "e2e_triplets_per_edge")
+    + _edges("a2ee2a", "a2ee2a_edges")
+    + _triplets("trip_a2e", "a2e_triplets", "a2ee2a_edges", "main_edges", "a2e_triplets_per_edge")
+    + _triplets("trip_e2a", "e2a_triplets", "main_edges", "a2ee2a_edges", "e2a_triplets_per_edge")
+    + _edges("a2a", "a2a_edges")
+    + _slots("a2a", "a2a_edges", "a2a_edges_per_atom")
+    + _edges("qint", "qint_edges")
+    + [
+        ContractInput("quad_trip_in_in", ("quad_in_triplets",), "main_edges"),
+        ContractInput("quad_trip_in_out", ("quad_in_triplets",), "qint_edges"),
+        ContractInput("quad_trip_out_in", ("quad_out_triplets",), "qint_edges"),
+        ContractInput("quad_trip_out_out", ("quad_out_triplets",), "main_edges"),
+        ContractInput("quad_out", ("quadruplets",), "main_edges"),
+        ContractInput("quad_trip_in_to_quad", ("quadruplets",), "quad_in_triplets"),
+        ContractInput("quad_trip_out_to_quad", ("quadruplets",), "quad_out_triplets"),
+    ]
+    + _slots("quad", "quadruplets", "quadruplets_per_edge")
+)
+
+GRAPH_CONTRACTS: Dict[str, List[ContractInput]] = {"painn": PAINN_CONTRACT, "gemnet_oc": GEMNET_OC_CONTRACT}
+
+
+def model_contract(model_kind: str, graph_names: List[str]) -> List[ContractInput]:
+    """Structure inputs, then the graph inputs ``graph_names`` in that order, for ``model_kind``."""
+    if model_kind not in GRAPH_CONTRACTS:
+        raise ValueError(f"unknown model kind '{model_kind}'; known: {', '.join(GRAPH_CONTRACTS)}")
+    by_name = {entry.name: entry for entry in GRAPH_CONTRACTS[model_kind]}
+    missing = [name for name in graph_names if name not in by_name]
+    if missing:
+        raise ValueError(f"graph inputs {', '.join(missing)} of {model_kind} have no declared shape")
+    return STRUCTURE_CONTRACT + [by_name[name] for name in graph_names]
+
+
+def named_sizes(contract: List[ContractInput]) -> List[str]:
+    """Every named size of ``contract``, in order of first appearance."""
+    names: List[str] = []
+    for entry in contract:
+        for size in entry.shape + ((entry.indexes,) if entry.indexes else ()):
+            if isinstance(size, str) and size not in names:
+                names.append(size)
+    return names
+
+
+def as_metadata(contract: List[ContractInput]) -> Dict[str, Dict[str, object]]:
+    """``{name: {"shape": [...], "indexes": size or None}}`` for the artifact metadata."""
+    return {entry.name: {"shape": list(entry.shape), "indexes": entry.indexes} for entry in contract}
