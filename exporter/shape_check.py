@@ -45,11 +45,17 @@ def check_program_shapes(program: torch.export.ExportedProgram, contract: Sequen
         if len(shape) != len(entry.shape):
             raise ShapeContractError(f"{what}: input '{entry.name}' has rank {len(shape)} in the exported program, expected {len(entry.shape)}")
         for axis, (size, declared) in enumerate(zip(shape, entry.shape)):
-            _check_dimension(program, what, entry.name, axis, size, declared, symbol_of, name_of)
+            _check_dimension(what, entry.name, axis, size, declared, symbol_of, name_of)
+    for expression, (declared, input_name, axis) in name_of.items():
+        bounds = program.range_constraints.get(expression)
+        if bounds is not None and int(bounds.lower) > 0:
+            raise ShapeContractError(
+                f"{what}: input '{input_name}' dimension {axis} ('{declared}') was narrowed to sizes >= {bounds.lower}; "
+                "size 0 must stay allowed"
+            )
 
 
 def _check_dimension(
-    program: torch.export.ExportedProgram,
     what: str,
     input_name: str,
     axis: int,
@@ -78,9 +84,6 @@ def _check_dimension(
         )
     symbol_of[declared] = expression
     name_of[expression] = (declared, input_name, axis)
-    bounds = program.range_constraints.get(expression)
-    if bounds is not None and int(bounds.lower) > 0:
-        raise ShapeContractError(f"{where} ('{declared}') was narrowed to sizes >= {bounds.lower}; size 0 must stay allowed")
 
 
 def check_onnx_shapes(

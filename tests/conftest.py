@@ -53,6 +53,26 @@ def atoms():
     return load
 
 
+# Checkpoints written by the tests themselves: name -> (model, attributes of
+# a fixture checkpoint to start from, overrides). ``painn_tiny_grad`` is
+# PaiNN without a force head (forces are -dE/dx).
+GENERATED_CHECKPOINTS = {"painn_tiny_grad": ("painn", "painn_tiny", {"direct_forces": False})}
+
+
+def checkpoint_path(name, directory):
+    """Path of a fixture checkpoint, or of a generated one (written into ``directory`` once)."""
+    if name not in GENERATED_CHECKPOINTS:
+        return CHECKPOINTS / f"{name}.pt"
+    path = Path(directory) / f"{name}.pt"
+    if not path.exists():
+        from ocpdeploy.exporter.random_checkpoint import write_random_checkpoint
+
+        model, base, overrides = GENERATED_CHECKPOINTS[name]
+        attributes = dict(torch.load(CHECKPOINTS / f"{base}.pt", weights_only=True)["config"]["model_attributes"])
+        write_random_checkpoint(model, {**attributes, **overrides}, path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def export_artifact(tmp_path_factory):
     """export_artifact(checkpoint_name, format, forces=None, dtype="float32") -> path (cached per session)."""
@@ -66,7 +86,8 @@ def export_artifact(tmp_path_factory):
         if key not in cache:
             suffix = {"onnx": ".onnx", "aoti": ".pt2"}.get(format, ".pt")
             path = directory / f"{checkpoint}_{format}_{forces}_{dtype}{suffix}"
-            export_checkpoint(str(CHECKPOINTS / f"{checkpoint}.pt"), str(path), format=format, dtype=dtype, forces=forces)
+            source = checkpoint_path(checkpoint, directory)
+            export_checkpoint(str(source), str(path), format=format, dtype=dtype, forces=forces)
             cache[key] = str(path)
         return cache[key]
 

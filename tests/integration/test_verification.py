@@ -55,3 +55,40 @@ def test_float32_rounding_noise_is_accepted(monkeypatch, tmp_path):
     assert os.path.exists(output)
     fixed_energy_bound = export.ENERGY_TOLERANCE["float32"][0] * 20.0 + export.ENERGY_TOLERANCE["float32"][1]
     assert result.max_energy_error > fixed_energy_bound, "the perturbation no longer exercises the noise allowance"
+
+
+def _freeze_size(monkeypatch, size_name):
+    """Make ``capture.dynamic_shapes`` leave one named size static: the export specialises it to the example."""
+    import ocpdeploy.exporter.capture as capture
+
+    original = capture.dynamic_shapes
+
+    def frozen(contract):
+        return tuple({axis: dim for axis, dim in entry.items() if dim.__name__ != size_name} for entry in original(contract))
+
+    monkeypatch.setattr(capture, "dynamic_shapes", frozen)
+
+
+def test_specialised_export_is_refused_by_the_size_check(monkeypatch, tmp_path):
+    from ocpdeploy.exporter.shape_check import ShapeContractError
+
+    _freeze_size(monkeypatch, "edges_per_atom")
+    output = tmp_path / "painn.onnx"
+    with pytest.raises(ShapeContractError, match=r"input 'edge_kmax' dimension 0 \('edges_per_atom'\) was specialised to the constant") as error:
+        export.export_checkpoint(str(CHECKPOINTS / "painn_tiny.pt"), str(output), format="onnx")
+    assert "\n" not in str(error.value)
+    assert not os.path.exists(output)
+
+
+def test_specialised_export_is_refused_by_the_probe_suite(monkeypatch, tmp_path):
+    """With the size check switched off, the probe suite still refuses the specialised artifact."""
+    import ocpdeploy.exporter.write_onnx as write_onnx
+
+    _freeze_size(monkeypatch, "edges_per_atom")
+    monkeypatch.setattr(write_onnx, "check_program_shapes", lambda *arguments: None)
+    monkeypatch.setattr(write_onnx, "check_onnx_shapes", lambda *arguments: None)
+    output = tmp_path / "painn.onnx"
+    with pytest.raises(export.VerificationError, match=r"the artifact fails on probe '\w+'") as error:
+        export.export_checkpoint(str(CHECKPOINTS / "painn_tiny.pt"), str(output), format="onnx")
+    assert "\n" not in str(error.value)
+    assert not os.path.exists(output)
