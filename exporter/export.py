@@ -23,7 +23,7 @@ from torch import nn
 
 import ocpdeploy.runtime.keys as keys
 from ocpdeploy.runtime import load_model
-from ocpdeploy.runtime.contract import as_metadata, model_contract
+from ocpdeploy.runtime.contract import INPUT_SHAPES_KEY, as_metadata, model_contract
 
 from .capture import example_inputs
 from .checkpoint import Checkpoint, CheckpointError, build_rewrite, read_checkpoint
@@ -116,7 +116,7 @@ def build_metadata(checkpoint: Checkpoint, core: nn.Module, graph: nn.Module, ar
         "checkpoint_sha256": checkpoint.sha256,
         "checkpoint_name": os.path.basename(checkpoint.path),
         "inputs": inputs,
-        **({} if artifact == "torchscript" else {"input_shapes": as_metadata(contract)}),
+        **({} if artifact == "torchscript" else {INPUT_SHAPES_KEY: as_metadata(contract)}),
         "edge_convention": keys.EDGE_CONVENTION,
     }
 

@@ -5,6 +5,6 @@ Never imports the exporter: artifacts are self-describing.
 
 from .calculator import DeployedCalculator
 from .metadata import ArtifactError
-from .model import AotiModel, DeployedModel, OnnxModel, TorchScriptModel, load_model
+from .model import AotiModel, DeployedModel, InferenceError, OnnxModel, TorchScriptModel, load_model
 
-__all__ = ["AotiModel", "ArtifactError", "DeployedCalculator", "DeployedModel", "OnnxModel", "TorchScriptModel", "load_model"]
+__all__ = ["AotiModel", "ArtifactError", "DeployedCalculator", "DeployedModel", "InferenceError", "OnnxModel", "TorchScriptModel", "load_model"]

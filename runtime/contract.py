@@ -15,12 +15,17 @@ artifact metadata carries it (``input_shapes``), so that a host that feeds
 an ONNX artifact without this runtime knows what to build.
 """
 
-from typing import Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Tuple, Union
+
+if TYPE_CHECKING:
+    import torch
 
 from .keys import ATOMIC_NUMBERS, BATCH, CELL, ENERGY, FORCES, POSITIONS, STRESS
 
 Size = Union[str, int]
 
+# Metadata key of the recorded contract (``as_metadata``).
+INPUT_SHAPES_KEY = "input_shapes"
 # Named sizes of the structure inputs.
 ATOMS = "atoms"
 STRUCTURES = "structures"
@@ -119,3 +124,28 @@ def named_sizes(contract: List[ContractInput]) -> List[str]:
 def as_metadata(contract: List[ContractInput]) -> Dict[str, Dict[str, object]]:
     """``{name: {"shape": [...], "indexes": size or None}}`` for the artifact metadata."""
     return {entry.name: {"shape": list(entry.shape), "indexes": entry.indexes} for entry in contract}
+
+
+def check_feeds(feeds: Dict[str, "torch.Tensor"], input_shapes: Dict[str, Dict[str, object]]) -> None:
+    """Feeds (by input name) against the contract recorded in an artifact (``as_metadata``).
+
+    An AOTInductor package reads its inputs without checking their shapes,
+    so a wrong width or a disagreeing count would be read as other memory;
+    this raises ``RuntimeError`` naming the input instead.
+    """
+    bound: Dict[str, int] = {}
+    for name, declared in input_shapes.items():
+        if name not in feeds:
+            raise RuntimeError(f"input '{name}' is missing")
+        shape = tuple(feeds[name].shape)
+        sizes = declared["shape"]
+        assert isinstance(sizes, list)
+        if len(shape) != len(sizes):
+            raise RuntimeError(f"input '{name}' has shape {shape}, the artifact expects ({', '.join(map(str, sizes))})")
+        for actual, size in zip(shape, sizes):
+            expected = bound.setdefault(size, actual) if isinstance(size, str) else size
+            if actual != expected:
+                raise RuntimeError(
+                    f"input '{name}' has shape {shape}, the artifact expects ({', '.join(map(str, sizes))}) "
+                    f"with {size} = {expected}"
+                )

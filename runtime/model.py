@@ -26,6 +26,7 @@ import torch
 from ase import Atoms
 
 from .allocator import tune_malloc
+from .contract import INPUT_SHAPES_KEY, check_feeds
 from .graphs import build_graph
 from .keys import AOTI_DEVICE_KEY, AOTI_METADATA_KEY, RACE_FREE_KEY, ENERGY, FORCES, FORCES_DIRECT, METADATA_FILE, STRESS
 from .metadata import ArtifactError, check_metadata, from_onnx_props
@@ -33,6 +34,11 @@ from .structures import atoms_to_arrays, stack_structures
 from .validate import check_structure
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# ONNX Runtime session log severity (0 verbose .. 4 fatal): failures reach
+# the user as exceptions, not as the runtime's own stderr log.
+ORT_LOG_FATAL_ONLY = 4
+# First line of a TorchScript interpreter error, whose last line names the cause.
+TORCHSCRIPT_TRACEBACK = "The following operation failed in the TorchScript interpreter"
 # Intra-op threads for ONNX artifacts without race-free aggregation.
 SAFE_ONNX_CPU_THREADS = 1
 
@@ -44,6 +50,10 @@ def _device(device: str) -> torch.device:
     if resolved.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda[:k]', got '{device}'")
     return resolved
+
+
+class InferenceError(RuntimeError):
+    """The artifact's runtime (ONNX Runtime, an AOTInductor package, TorchScript) failed on an input."""
 
 
 class DeployedModel:
@@ -112,7 +122,8 @@ class DeployedModel:
         """Energy (eV), forces (N,3) eV/A [and stress (3,3) eV/A^3] of one structure."""
         structure = atoms_to_arrays(atoms)
         self._check(structure, -1)
-        return self._split(self._run(self._tensors(stack_structures([structure]))), [structure])[0]
+        outputs = self._run_checked(stack_structures([structure]), f"the structure ({_describe(structure)})")
+        return self._split(outputs, [structure])[0]
 
     def predict_many(self, atoms_list: List[Atoms], batch_size: int = 16) -> List[Dict[str, Any]]:
         """``predict`` for many structures, ``batch_size`` structures per model call."""
@@ -124,8 +135,33 @@ class DeployedModel:
         results: List[Dict[str, Any]] = []
         for start in range(0, len(structures), batch_size):
             chunk = structures[start : start + batch_size]
-            results.extend(self._split(self._run(self._tensors(stack_structures(chunk))), chunk))
+            what = f"structures {start}-{start + len(chunk) - 1} ({'; '.join(_describe(s) for s in chunk)})"
+            results.extend(self._split(self._run_checked(stack_structures(chunk), what), chunk))
         return results
+
+    def _run_checked(self, stacked: Dict[str, np.ndarray], what: str) -> Dict[str, torch.Tensor]:
+        """``_run``, with a failure inside the artifact's runtime turned into one ``InferenceError`` line."""
+        try:
+            return self._run(self._tensors(stacked))
+        except (ValueError, InferenceError):
+            raise
+        except Exception as error:  # noqa: BLE001 - ONNX Runtime, AOTInductor and TorchScript raise their own types
+            raise InferenceError(f"{self.path}: the artifact failed on {what}: {_first_line(error)}") from None
+
+
+def _describe(structure: Dict[str, np.ndarray]) -> str:
+    """``"21 atoms, pbc TTF"``: how an error message names a structure."""
+    pbc = "".join("T" if flag else "F" for flag in np.asarray(structure["pbc"]).reshape(-1))
+    return f"{len(structure['atomic_numbers'])} atoms, pbc {pbc}"
+
+
+def _first_line(error: BaseException) -> str:
+    """The line of an error's text that says what went wrong (TorchScript puts it last, after its traceback)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    line = lines[-1] if lines[0].startswith(TORCHSCRIPT_TRACEBACK) else lines[0]
+    return line[:300]
 
 
 class TorchScriptModel(DeployedModel):
@@ -170,13 +206,20 @@ class PreparedGraphModel(DeployedModel):
             positions = tensors["positions"]
             batch = torch.repeat_interleave(torch.arange(tensors["natoms"].shape[0], device=self.device), tensors["natoms"])
             graph = self.graph(positions, tensors["cell"], tensors["pbc"], tensors["natoms"], tensors["tags"])
-        return {
+        feeds = {
             "positions": positions,
             "cell": tensors["cell"],
             "atomic_numbers": tensors["atomic_numbers"],
             "batch": batch,
             **graph,
         }
+        return feeds
+
+    def _checked(self, feeds: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Feeds in ``input_names`` order, contiguous, checked against the artifact's size contract when it has one."""
+        if INPUT_SHAPES_KEY in self.metadata:
+            check_feeds(feeds, self.metadata[INPUT_SHAPES_KEY])
+        return {name: feeds[name].contiguous() for name in self.input_names}
 
 
 class OnnxModel(PreparedGraphModel):
@@ -200,6 +243,9 @@ class OnnxModel(PreparedGraphModel):
         # (800-1,008 atoms, up and down) grow it by 10-15%, then it stays.
         options.enable_cpu_mem_arena = True
         options.enable_mem_pattern = False
+        # ONNX Runtime logs a failing node over several lines on stderr before
+        # raising; the raised text is kept (``InferenceError``), the log is not.
+        options.log_severity_level = ORT_LOG_FATAL_ONLY
         if threads is not None:
             if threads < 1:
                 raise ValueError(f"threads must be >= 1, got {threads}")
@@ -247,8 +293,7 @@ class OnnxModel(PreparedGraphModel):
         return changed
 
     def _run(self, tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        feeds = self._feeds(tensors)
-        return self._run_bound({name: feeds[name].contiguous() for name in self.input_names})
+        return self._run_bound(self._checked(self._feeds(tensors)))
 
     def _run_bound(self, feeds: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Run with IO binding: inputs are read from, outputs left on, the tensors' device."""
@@ -307,8 +352,7 @@ class AotiModel(PreparedGraphModel):
         self.output_names = list(self.metadata["outputs"])
 
     def _run(self, tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        feeds = self._feeds(tensors)
-        return self._run_package({name: feeds[name].contiguous() for name in self.input_names})
+        return self._run_package(self._checked(self._feeds(tensors)))
 
     def _run_package(self, feeds: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """The compiled model on the feeds (in ``input_names`` order); outputs by name."""
