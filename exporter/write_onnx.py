@@ -17,6 +17,7 @@ Before anything is written, the exported program and the ONNX graph are
 checked against the size contract (``shape_check.py``).
 """
 
+import logging
 import os
 import warnings
 from contextlib import contextmanager
@@ -127,7 +128,7 @@ def write_onnx(
 
 def _export(physical: PhysicalModel, contract: List[ContractInput], example: Tuple[Tensor, ...], path: str) -> None:
     module, dynamic_shapes = exportable(physical, contract, example)
-    with warnings.catch_warnings(), _python_floats_as(example[0].dtype):
+    with warnings.catch_warnings(), _python_floats_as(example[0].dtype), _without_known_harmless_logs():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module,
@@ -178,6 +179,38 @@ def _fold_constants(model: "onnx_ir.Model") -> None:
         ]
     )
     passes(model)
+
+
+# Log records the exporter emits on every export that say nothing about this
+# model: (logger, start of the message). torchvision's operators are not
+# used; onnxscript's empty attribute lists default to INTS, which is what
+# they are. Every other record still reaches the user.
+KNOWN_HARMLESS_LOGS = (
+    ("torch.onnx._internal.exporter._registration", "torchvision is not installed"),
+    ("onnx_ir._convenience", "Attribute type is ambiguous because it is an empty sequence"),
+)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.start)
+
+
+@contextmanager
+def _without_known_harmless_logs() -> Iterator[None]:
+    """Drop ``KNOWN_HARMLESS_LOGS`` while exporting; loggers are restored afterwards."""
+    installed = [(logging.getLogger(name), _DropMessages(start)) for name, start in KNOWN_HARMLESS_LOGS]
+    for logger, dropper in installed:
+        logger.addFilter(dropper)
+    try:
+        yield
+    finally:
+        for logger, dropper in installed:
+            logger.removeFilter(dropper)
 
 
 @contextmanager
