@@ -38,6 +38,7 @@ CI_CELLS = [
     ("painn_tiny_grad", None, "onnx", "float32"),
     ("painn_tiny_grad", "conservative", "onnx", "float32"),
     ("gemnet_oc_tiny", None, "onnx", "float32"),
+    ("gemnet_oc_tiny", "conservative", "torchscript", "float32"),
     ("gemnet_oc_tiny", None, "aoti", "float32"),
     ("gemnet_oc_tiny", None, "onnx", "float64"),
     ("gemnet_oc_tiny_grad", None, "onnx", "float32"),
