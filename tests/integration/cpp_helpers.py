@@ -487,7 +487,8 @@ class SessionWork:
             return
         index = len(list(self.export_dir.glob("jobs_*.json")))
         job_file = self.export_dir / f"jobs_{index}.json"
-        job_file.write_text(json.dumps(jobs))
+        job_file.write_text(json.dumps([{key: job[key] for key in ("checkpoint", "forces", "random", "out")}
+                                        for job in jobs]))
         self._export_log = self.export_dir / f"export_{index}.log"
         with open(self._export_log, "w") as log:
             self._exporter = subprocess.Popen(
@@ -529,12 +530,13 @@ class SessionWork:
             if job is None:  # not declared: exported here
                 job = self._job(name, forces, random)
                 job["foreground"] = True
+            job.setdefault("lock", threading.Lock())
         out = Path(job["out"])
         error = Path(job["out"] + ".error")
         if job.get("foreground") or self._exporter is None:
-            job["foreground"] = False
-            if not out.exists():
-                self._export_now(job)
+            with job.setdefault("lock", threading.Lock()):  # one export per artifact, whoever asks first
+                if not out.exists():
+                    self._export_now(job)
         deadline = time.monotonic() + BACKGROUND_TIMEOUT_S
         while not out.exists():
             if error.exists():
@@ -613,7 +615,7 @@ def exported_artifact(request, tmp_path_factory, name: str, forces: Optional[str
 # ---------------------------------------------------------------------------
 # Host processes at once: each spends part of its time starting up (LibTorch,
 # MPI) rather than computing.
-CONCURRENT_RUNS = max(2, (os.cpu_count() or 1) + 1)
+CONCURRENT_RUNS = min(8, max(2, (os.cpu_count() or 1) + 1))
 
 
 class ConcurrentCases:

@@ -29,18 +29,20 @@ NVE_DRIFT_PER_ATOM = 5.0e-4
 def check_atom_id_order(runner: common.Runner, artifact: Path, folder: Path, header: str = "") -> None:
     """Step 0 equals the Python runtime on the atoms in file order, on a cell LAMMPS reorders."""
     atoms = common.reordered_bulk()
-    common.assert_order_matters(artifact, atoms)
     data = folder / "data.lmp"
     symbols = helpers.write_lammps_data(data, atoms)
     forces_dump, order_dump = folder / "forces.dump", folder / "order.dump"
     script = common.lammps_input(data, artifact, symbols, "p p p", dump=forces_dump, header=header)
     # Unsorted dump: atoms in LAMMPS's storage order.
     script = script.replace("run 0", f"dump order all custom 1 {order_dump} id\nrun 0")
-    _, output = runner(script, folder)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the Python side while LAMMPS runs
+        run = pool.submit(runner, script, folder)
+        common.assert_order_matters(artifact, atoms)
+        reference = helpers.python_predict(artifact, atoms)
+        _, output = run.result()
     ids = common.local_order_ids(order_dump)
     assert ids != sorted(ids), "LAMMPS kept the file order; the test would not test the atom order"
     energy = helpers.read_tagged_value(output, "OCP_ENERGY")
-    reference = helpers.python_predict(artifact, atoms)
     common.assert_parity(energy, helpers.parse_lammps_forces(forces_dump), reference, len(atoms),
                          common.RUNTIME_FORCE_RTOL)
 
@@ -68,9 +70,9 @@ def check_nve_resorts(runner: common.Runner, artifact: Path, folder: Path, heade
     equal, step by step, a run that never sorts, and be conserved.
     """
     atoms = common.shuffled_slab()
-    common.assert_order_matters(artifact, atoms)
     data = folder / "data.lmp"
     helpers.write_lammps_data(data, atoms)
+
     def run(resort: bool):
         run_folder = folder / ("sorted" if resort else "never_sorted")
         run_folder.mkdir()
@@ -78,8 +80,11 @@ def check_nve_resorts(runner: common.Runner, artifact: Path, folder: Path, heade
         rows = common.thermo_rows(output, 6)
         return {int(row[0]): row for row in rows}  # the run boundary repeats a step
 
-    with ThreadPoolExecutor(max_workers=2) as pool:  # two independent runs, side by side
-        results = dict(zip((True, False), pool.map(run, (True, False))))
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two independent runs side by side, the Python side meanwhile
+        runs = pool.map(run, (True, False))
+        common.assert_order_matters(artifact, atoms)
+        reference = helpers.python_predict(artifact, atoms)
+        results = dict(zip((True, False), runs))
     sorted_run, plain_run = results[True], results[False]
     assert sorted(sorted_run) == list(range(UNSORTED_STEPS + SORTED_STEPS + 1))
     natoms = len(atoms)
@@ -87,7 +92,6 @@ def check_nve_resorts(runner: common.Runner, artifact: Path, folder: Path, heade
     reference_totals = np.array([plain_run[step][3] for step in sorted(sorted_run)])
     assert np.abs(totals - reference_totals).max() / natoms <= RESORT_ETOTAL_TOL_PER_ATOM
     assert np.abs(totals - totals[0]).max() / natoms <= NVE_DRIFT_PER_ATOM
-    reference = helpers.python_predict(artifact, atoms)
     energy_tol = common.ENERGY_RTOL * abs(reference["energy"]) + common.ENERGY_ATOL_PER_ATOM * natoms
     assert abs(sorted_run[0][1] - reference["energy"]) <= energy_tol, (sorted_run[0][1], reference["energy"])
 
@@ -153,13 +157,21 @@ MULTI_RANK_REASONS = {
 }
 
 
-def check_multi_rank_error(runner: common.Runner, artifact: Path, kind: str, folder: Path, header: str = "") -> None:
-    """More than one MPI rank: a LAMMPS error naming the reason, never a number."""
+def run_multi_rank(runner: common.Runner, artifact: Path, folder: Path, header: str = ""):
+    """(returncode, output) of a step-0 input under a several-ranks ``runner``."""
     atoms = common.structure("bulk_cu")
     data = folder / "data.lmp"
     helpers.write_lammps_data(data, atoms)
-    returncode, output = runner(common.lammps_input(data, artifact, ["Cu"], "p p p", header=header), folder,
-                                check=False)
+    return runner(common.lammps_input(data, artifact, ["Cu"], "p p p", header=header), folder, check=False)
+
+
+def assert_multi_rank_error(kind: str, returncode: int, output: str) -> None:
+    """More than one MPI rank: a LAMMPS error naming the reason, never a number."""
     assert_lammps_error(returncode, output, "runs on 1 MPI rank only")
     assert MULTI_RANK_REASONS[kind] in output
     assert "OCP_ENERGY" not in output
+
+
+def check_multi_rank_error(runner: common.Runner, artifact: Path, kind: str, folder: Path, header: str = "") -> None:
+    """More than one MPI rank: a LAMMPS error naming the reason, never a number."""
+    assert_multi_rank_error(kind, *run_multi_rank(runner, artifact, folder, header))

@@ -141,11 +141,38 @@ CPP_SESSION_NEEDS = helpers.SessionNeeds(
     random=common.capped_needs(("bulk", None), ("slab", "conservative")))
 
 
+@pytest.fixture(scope="module")
+def exported_step0(request, lmp_ocp, tmp_path_factory):
+    """Step 0 in LAMMPS of the selected exported cases, run concurrently (each waits for its export)."""
+    def run(case):
+        model, forces_mode, name = case
+        artifact = helpers.exported_artifact(request, tmp_path_factory, model, forces_mode)
+        return step0(lmp_ocp, artifact, structure(name), tmp_path_factory.mktemp(f"exported_{model}"))
+
+    cases = helpers.ConcurrentCases(request, "test_step0_parity_exported", ("model", "forces_mode", "name"), run)
+    yield cases
+    cases.close()
+
+
+@pytest.fixture(scope="module")
+def multi_rank_runs(request, lmp_ocp, tmp_path_factory):
+    """(returncode, output) of the selected several-ranks cases, run concurrently."""
+    def run(case):
+        kind, model = case
+        artifact = helpers.exported_artifact(request, tmp_path_factory, model)
+        folder = tmp_path_factory.mktemp(f"ranks_{kind}")
+        return checks.run_multi_rank(runner(lmp_ocp, MULTI_RANKS), artifact, folder)
+
+    cases = helpers.ConcurrentCases(request, "test_several_ranks_are_a_lammps_error", ("kind", "model"), run)
+    yield cases
+    cases.close()
+
+
 @pytest.mark.parametrize("model,forces_mode,name", EXPORTED_CASES)
-def test_step0_parity_exported(lmp_ocp, request, tmp_path_factory, tmp_path, model, forces_mode, name):
+def test_step0_parity_exported(exported_step0, request, tmp_path_factory, model, forces_mode, name):
     artifact = helpers.exported_artifact(request, tmp_path_factory, model, forces_mode)
     atoms = structure(name)
-    energy, forces, _ = step0(lmp_ocp, artifact, atoms, tmp_path)
+    energy, forces, _ = exported_step0[(model, forces_mode, name)]
     assert_parity(energy, forces, helpers.jit_predict(artifact, atoms), len(atoms))
     assert_parity(energy, forces, helpers.python_predict(artifact, atoms), len(atoms), RUNTIME_FORCE_RTOL)
 
@@ -202,6 +229,5 @@ def test_bad_setup_is_a_lammps_error(bad_setup_runs, case):
 
 @pytest.mark.skipif(not OPENMPI_MPIRUN.exists(), reason="Open MPI's mpirun is not installed")
 @pytest.mark.parametrize("kind,model", MULTI_RANK_MODELS)
-def test_several_ranks_are_a_lammps_error(lmp_ocp, request, tmp_path_factory, tmp_path, kind, model):
-    artifact = helpers.exported_artifact(request, tmp_path_factory, model)
-    checks.check_multi_rank_error(runner(lmp_ocp, MULTI_RANKS), artifact, kind, tmp_path)
+def test_several_ranks_are_a_lammps_error(multi_rank_runs, kind, model):
+    checks.assert_multi_rank_error(kind, *multi_rank_runs[(kind, model)])

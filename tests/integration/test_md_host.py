@@ -151,12 +151,25 @@ EXPORTED_CASES = [
 CPP_SESSION_NEEDS = helpers.SessionNeeds(exports=[(model, forces) for model, forces, _ in EXPORTED_CASES])
 
 
+@pytest.fixture(scope="module")
+def exported_step0(request, md_host, tmp_path_factory):
+    """md_host's step 0 for the selected exported cases, run concurrently (each waits for its export)."""
+    def run(case):
+        model, forces_mode, structure = case
+        artifact = helpers.exported_artifact(request, tmp_path_factory, model, forces_mode)
+        path = DATA / "structures" / f"{structure}.extxyz"
+        return step0(md_host, artifact, path, tmp_path_factory.mktemp(f"exported_{model}"))
+
+    cases = helpers.ConcurrentCases(request, "test_step0_parity_exported", ("model", "forces_mode", "structure"), run)
+    yield cases
+    cases.close()
+
+
 @pytest.mark.parametrize("model,forces_mode,structure", EXPORTED_CASES)
-def test_step0_parity_exported(md_host, request, tmp_path_factory, tmp_path, model, forces_mode, structure):
+def test_step0_parity_exported(exported_step0, request, tmp_path_factory, model, forces_mode, structure):
     artifact = helpers.exported_artifact(request, tmp_path_factory, model, forces_mode)
-    path = DATA / "structures" / f"{structure}.extxyz"
-    atoms = read(path)
-    energy, forces, _ = step0(md_host, artifact, path, tmp_path)
+    atoms = read(DATA / "structures" / f"{structure}.extxyz")
+    energy, forces, _ = exported_step0[(model, forces_mode, structure)]
     assert_parity(energy, forces, helpers.jit_predict(artifact, atoms), len(atoms))
     assert_parity(energy, forces, helpers.python_predict(artifact, atoms), len(atoms), RUNTIME_FORCE_RTOL)
 
