@@ -20,15 +20,15 @@ environment variable ``OCPDEPLOY_KEEP_FREED_MEMORY``:
 * unset (default), **bounded**: mmap threshold fixed at 32 MB (glibc's own
   largest dynamic value) and trim threshold 128 MB. Small blocks stay in the
   heap and at most 128 MB of free heap is kept; large blocks are still
-  returned to the system, so the heap cannot fragment around them. Measured
-  (PaiNN h512 TorchScript, 81-atom slab, 2 threads): 12,000-73,000 page
-  faults and 0.26-0.35 s per call by default, 0 faults and 0.21-0.25 s with
-  it; no change on the 1,008-atom bulk or on GemNet-OC.
+  returned to the system, so the heap cannot fragment around them. On small
+  structures this removes the page faults of every call (tens of thousands
+  with glibc's defaults) and makes calls faster; large ones are unchanged
+  (README, Memory on the CPU).
 * ``1``, **keep**: ``M_MMAP_MAX = 0`` (every block from the heap) and a trim
   threshold of 2 GB, so after the first call nothing below 2 GB is faulted
-  in again (PaiNN bulk 8.5 s -> 5.2 s per call where it was measured). The
-  process keeps its peak heap, and with a variant that allocated padded
-  (N, K, 3H) tensors the heap fragmented to 17 GB instead of 1.7 GB: opt-in.
+  in again, which makes large-cell calls much faster. The process keeps its
+  peak heap, and a model variant that allocated padded per-edge tensors
+  fragmented the heap to ten times its working set: opt-in.
 * ``0``, **none**: malloc is left as it is.
 
 A no-op where the C library is not glibc. Applied by ``load_model``. C++
@@ -59,12 +59,11 @@ MB = 1024 * 1024
 BOUNDED_MMAP_THRESHOLD = 32 * MB
 BOUNDED_TRIM_THRESHOLD = 128 * MB
 # The largest int mallopt accepts: freed memory below 2 GB stays in the heap.
-# Larger free blocks are still returned (e.g. GemNet-OC's 4.5 GB quadruplet
-# weights at 4,840 atoms, page-faulted in again on every call). -1 (SIZE_MAX
-# in glibc: never trim) removed those faults (the shared bases there: 26 s
-# -> 11-14 s from the second call), but the heap then fragmented past the
-# machine's 24 GB and a TorchScript call was OOM-killed, where it needs
-# 10.8 GB with the default allocator; so not that.
+# Larger free blocks are still returned (GemNet-OC's quadruplet weights on
+# thousands of atoms, page-faulted in again on every call). -1 (SIZE_MAX in
+# glibc: never trim) removed those faults too, but the heap then fragmented
+# past the machine's memory and a call that fits with the default allocator
+# was killed; so not that.
 NEVER_TRIM = 2**31 - 1
 NO_MMAP = 0
 

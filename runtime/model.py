@@ -235,12 +235,9 @@ class OnnxModel(PreparedGraphModel):
         # the freed intermediates, so a call reuses them instead of the kernel
         # page-faulting fresh ones in; its memory pattern (one planned block
         # per input shape, allocated beside what the arena already holds) is
-        # off. Measured, 2 threads, published sizes: PaiNN h512 1,008-atom
-        # bulk 1.7-2.4 s and 400k faults per call without the arena, 1.1-1.3 s
-        # and 0 with it, peak RSS 2.1 GB both (3.7 GB with the pattern);
-        # GemNet-OC base 14.6-15.8 s / 5.8 GB -> 12.3-13.5 s / 6.6-7.1 GB
-        # (11.4 GB with the pattern); sizes changing from call to call
-        # (800-1,008 atoms, up and down) grow it by 10-15%, then it stays.
+        # off: it raised peak memory well above the arena's without making
+        # calls faster, and sizes that change from call to call only grow the
+        # arena a little before it stays (measurements: README, Memory).
         options.enable_cpu_mem_arena = True
         options.enable_mem_pattern = False
         # ONNX Runtime logs a failing node over several lines on stderr before
