@@ -2,9 +2,14 @@
 // library that includes torch headers.
 #include "ocp_deploy/model.hpp"
 
+// The LibTorch headers this file uses, not <torch/script.h>: parsing torch's
+// headers is most of the time it takes to compile (and of the whole build).
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <torch/csrc/jit/serialization/import.h>
 #include <torch/cuda.h>
-#include <torch/script.h>
 
 #include <cmath>
 #include <fstream>
@@ -38,14 +43,14 @@ std::string one_line(const std::string& text) {
   return result;
 }
 
-torch::Tensor as_tensor(const std::vector<double>& values, std::vector<int64_t> shape) {
-  if (values.empty()) return torch::empty(shape, torch::kFloat64);
-  return torch::from_blob(const_cast<double*>(values.data()), shape, torch::kFloat64).clone();
+at::Tensor as_tensor(const std::vector<double>& values, std::vector<int64_t> shape) {
+  if (values.empty()) return at::empty(shape, at::kDouble);
+  return at::from_blob(const_cast<double*>(values.data()), shape, at::kDouble).clone();
 }
 
-torch::Tensor as_tensor(const std::vector<std::int64_t>& values, std::vector<int64_t> shape) {
-  if (values.empty()) return torch::empty(shape, torch::kInt64);
-  return torch::from_blob(const_cast<std::int64_t*>(values.data()), shape, torch::kInt64).clone();
+at::Tensor as_tensor(const std::vector<std::int64_t>& values, std::vector<int64_t> shape) {
+  if (values.empty()) return at::empty(shape, at::kLong);
+  return at::from_blob(const_cast<std::int64_t*>(values.data()), shape, at::kLong).clone();
 }
 
 double determinant(const std::array<double, 9>& m) {
@@ -68,21 +73,20 @@ void set_num_threads(int threads) {
 struct Model::Impl {
   torch::jit::Module module;
   Metadata metadata;
-  torch::Device device{torch::kCPU};
-  torch::Dtype dtype = torch::kFloat32;
+  c10::Device device{at::kCPU};
+  c10::ScalarType dtype = at::kFloat;
   bool has_candidates = false;
 
   std::vector<c10::IValue> inputs(const Frame& frame) const {
     const auto n = static_cast<int64_t>(frame.size());
-    auto float_options = torch::TensorOptions().dtype(dtype).device(device);
-    torch::Tensor positions = as_tensor(frame.positions, {n, 3}).to(float_options);
-    torch::Tensor numbers = as_tensor(frame.atomic_numbers, {n}).to(device);
-    torch::Tensor tags = as_tensor(frame.tags, {n}).to(device);
+    auto float_options = at::TensorOptions().dtype(dtype).device(device);
+    at::Tensor positions = as_tensor(frame.positions, {n, 3}).to(float_options);
+    at::Tensor numbers = as_tensor(frame.atomic_numbers, {n}).to(device);
+    at::Tensor tags = as_tensor(frame.tags, {n}).to(device);
     std::vector<double> cell_values(frame.cell.begin(), frame.cell.end());
-    torch::Tensor cell = as_tensor(cell_values, {3, 3}).to(float_options);
-    torch::Tensor pbc = torch::tensor({frame.pbc[0], frame.pbc[1], frame.pbc[2]},
-                                      torch::TensorOptions().dtype(torch::kBool))
-                            .to(device);
+    at::Tensor cell = as_tensor(cell_values, {3, 3}).to(float_options);
+    bool pbc_values[3] = {frame.pbc[0], frame.pbc[1], frame.pbc[2]};
+    at::Tensor pbc = at::from_blob(pbc_values, {3}, at::kBool).clone().to(device);
     return {positions, numbers, cell, pbc, tags};
   }
 
@@ -96,20 +100,20 @@ struct Model::Impl {
     if (!output.isGenericDict()) throw Error("artifact " + method + "() did not return a dict");
     auto dict = output.toGenericDict();
     Result result;
-    auto get = [&](const char* key) -> torch::Tensor {
+    auto get = [&](const char* key) -> at::Tensor {
       if (!dict.contains(key)) throw Error(std::string("artifact output lacks \"") + key + "\"");
-      return dict.at(key).toTensor().detach().to(torch::kCPU, torch::kFloat64).contiguous();
+      return dict.at(key).toTensor().detach().to(at::kCPU, at::kDouble).contiguous();
     };
-    torch::Tensor energy = get("energy");
+    at::Tensor energy = get("energy");
     if (energy.numel() != 1) throw Error("artifact energy is not a scalar");
     result.energy = energy.item<double>();
-    torch::Tensor forces = get("forces");
+    at::Tensor forces = get("forces");
     if (forces.dim() != 2 || forces.size(0) != static_cast<int64_t>(n) || forces.size(1) != 3)
       throw Error("artifact forces have shape " + std::to_string(forces.numel()) +
                   " values, expected (" + std::to_string(n) + ", 3)");
     result.forces.assign(forces.data_ptr<double>(), forces.data_ptr<double>() + forces.numel());
     if (dict.contains("stress")) {
-      torch::Tensor stress = get("stress");
+      at::Tensor stress = get("stress");
       if (stress.numel() != 9) throw Error("artifact stress is not 3x3");
       std::copy(stress.data_ptr<double>(), stress.data_ptr<double>() + 9, result.stress.begin());
       result.has_stress = true;
@@ -123,7 +127,7 @@ Model::Model(const std::string& path, Device device) : impl_(std::make_unique<Im
   if (device == Device::CUDA) {
     if (!torch::cuda::is_available())
       throw Error("--device cuda requested but CUDA is not available (CPU-only LibTorch or no GPU)");
-    impl_->device = torch::Device(torch::kCUDA, 0);
+    impl_->device = c10::Device(at::kCUDA, 0);
   }
   torch::jit::ExtraFilesMap extra{{kMetadataFile, ""}};
   try {
@@ -134,7 +138,7 @@ Model::Model(const std::string& path, Device device) : impl_(std::make_unique<Im
   }
   impl_->module.eval();
   impl_->metadata = parse_metadata(extra[kMetadataFile]);
-  impl_->dtype = impl_->metadata.dtype == "float64" ? torch::kFloat64 : torch::kFloat32;
+  impl_->dtype = impl_->metadata.dtype == "float64" ? at::kDouble : at::kFloat;
   impl_->has_candidates = impl_->module.find_method("forward_candidates").has_value();
 }
 

@@ -310,7 +310,7 @@ PLUGIN_NAME = "ocpplugin.so"
 # Longest wait for a background build or export (s).
 BACKGROUND_TIMEOUT_S = 1200
 # Niceness of the export process: the compiler (on the critical path) first.
-EXPORT_NICENESS = 5
+EXPORT_NICENESS = 19
 
 ExportKey = Tuple[str, Optional[str]]
 
@@ -716,6 +716,8 @@ def host_environment() -> Dict[str, str]:
     env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
     env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
     env.setdefault("OMP_NUM_THREADS", "1")
+    # Open MPI singletons (lmp_ocp without mpirun) start no runtime daemon.
+    env.setdefault("OMPI_MCA_ess_singleton_isolated", "1")
     return env
 
 
