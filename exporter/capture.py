@@ -23,12 +23,12 @@ import torch
 import torch.fx.experimental._config
 from torch import Tensor, nn
 
-from ocpdeploy.runtime.contract import ContractInput, named_sizes
-from ocpdeploy.runtime.keys import ATOMIC_NUMBERS, BATCH, CELL, ENERGY, FORCES, FORCES_CONSERVATIVE, FORCES_DIRECT, POSITIONS, STRESS
+from ocpdeploy.runtime.contract import STRUCTURE_CONTRACT, ContractInput, named_sizes
+from ocpdeploy.runtime.keys import ATOMIC_NUMBERS, CELL, ENERGY, FORCES, FORCES_CONSERVATIVE, FORCES_DIRECT, POSITIONS, STRESS
 
 from .deployed import PhysicalModel
 
-STRUCTURE_INPUTS = [POSITIONS, CELL, ATOMIC_NUMBERS, BATCH]
+STRUCTURE_INPUTS = [entry.name for entry in STRUCTURE_CONTRACT]
 
 
 class FlatInputs(nn.Module):
@@ -91,7 +91,7 @@ EXAMPLE_SIZES = (13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73,
 EXAMPLE_SEED = 20261203
 # Example geometry: atoms uniform in a cube of this edge (Angstrom), cells
 # this long, image shifts in {-1, 0, 1}. The example only fixes shapes;
-# export verification runs real structures (``probes.py``).
+# export verification runs real structures (``probe.py``).
 EXAMPLE_BOX = 8.0
 
 

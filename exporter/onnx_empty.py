@@ -74,9 +74,9 @@ def _shapes(model: onnx.ModelProto) -> Dict[str, Sequence[onnx.TensorShapeProto.
     return shapes
 
 
-def _ranks(model: onnx.ModelProto) -> Dict[str, int]:
-    """Rank of every value whose shape ONNX shape inference knows."""
-    ranks = {name: len(dims) for name, dims in _shapes(model).items()}
+def _ranks(model: onnx.ModelProto, shapes: Dict[str, Sequence[onnx.TensorShapeProto.Dimension]]) -> Dict[str, int]:
+    """Rank of every value of ``shapes`` (``_shapes(model)``) and of every initializer."""
+    ranks = {name: len(dims) for name, dims in shapes.items()}
     for initializer in model.graph.initializer:
         ranks[initializer.name] = len(initializer.dims)
     return ranks
@@ -108,10 +108,10 @@ def _rank_of(node: onnx.NodeProto, ranks: Dict[str, int]) -> int:
     return rank
 
 
-def make_axes_non_negative(model: onnx.ModelProto) -> int:
+def make_axes_non_negative(model: onnx.ModelProto, shapes: Optional[Dict[str, Sequence[onnx.TensorShapeProto.Dimension]]] = None) -> int:
     """Rewrite negative reduction axes of ``model`` (in place); returns how many nodes changed."""
     graph = model.graph
-    ranks = _ranks(model)
+    ranks = _ranks(model, _shapes(model) if shapes is None else shapes)
     constants = _constant_values(graph)
     added: List[onnx.TensorProto] = []
     changed = 0
@@ -158,10 +158,10 @@ def _static_size(dims: Sequence[onnx.TensorShapeProto.Dimension], axis: int) -> 
     return dim.dim_value if dim.HasField("dim_value") else 0
 
 
-def zero_empty_contractions(model: onnx.ModelProto) -> int:
+def zero_empty_contractions(model: onnx.ModelProto, shapes: Optional[Dict[str, Sequence[onnx.TensorShapeProto.Dimension]]] = None) -> int:
     """Guard every ``MatMul`` whose contracted size may be 0 (in place); returns how many."""
     graph = model.graph
-    shapes = _shapes(model)
+    shapes = _shapes(model) if shapes is None else shapes
     nodes: List[onnx.NodeProto] = []
     zero = numpy_helper.from_array(np.zeros((), dtype=np.int64), "empty_contraction_zero")
     axis = numpy_helper.from_array(np.asarray([-1], dtype=np.int64), "empty_contraction_last_axis")
@@ -194,8 +194,10 @@ def zero_empty_contractions(model: onnx.ModelProto) -> int:
 
 def make_safe_for_empty_tensors(model: onnx.ModelProto) -> None:
     """Both rewrites of this module, in place; initializers no node reads any more are dropped."""
-    make_axes_non_negative(model)
-    zero_empty_contractions(model)
+    # One shape inference serves both: rewriting axes changes no value's shape.
+    shapes = _shapes(model)
+    make_axes_non_negative(model, shapes)
+    zero_empty_contractions(model, shapes)
     _drop_unused_initializers(model.graph)
 
 

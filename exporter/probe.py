@@ -154,8 +154,3 @@ def atoms_tensors(atoms: Atoms, dtype: torch.dtype = torch.float32) -> Dict[str,
         "pbc": torch.tensor(atoms.pbc, dtype=torch.bool),
         "tags": torch.tensor(atoms.get_tags(), dtype=torch.long),
     }
-
-
-def probe_tensors(dtype: torch.dtype = torch.float32) -> Dict[str, torch.Tensor]:
-    """The slab probe as single-structure input tensors."""
-    return atoms_tensors(probe_atoms(), dtype)
