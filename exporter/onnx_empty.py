@@ -3,9 +3,11 @@
 Empty tensors are ordinary here: a structure without edges, triplets or
 quadruplets has zero rows in those tensors, and a group width (``*_kmax``)
 of 0 makes the padded aggregations contract over an empty dimension.
-ONNX Runtime (1.31, CPU) gets two such cases wrong, and this module
-rewrites the graph around both (``tests/unit/test_onnx_empty.py`` shows
-each fault on the installed ONNX Runtime and the rewrite fixing it).
+ONNX Runtime 1.31 (CPU provider, also in the onnxruntime-gpu wheel) gets
+two such cases wrong, and this module rewrites the graph around both; 1.32
+computes both right, and the rewritten graph stays right there
+(``tests/unit/test_onnx_empty.py`` shows each fault where the installed
+ONNX Runtime has it, and checks the rewrite on every release).
 
 Negative reduction axes
 -----------------------
@@ -13,7 +15,7 @@ ONNX Runtime mishandles reductions over negative axes when the input is
 empty: ``ReduceSum(x (0, 3), axes=[-1])`` returns ``x`` unchanged,
 shape (0, 3) instead of (0,), and the same holds for every ``Reduce*`` op
 and for ``ArgMax`` / ``ArgMin`` with a negative ``axis``
-(``tests/unit/test_onnx_axes.py`` checks it on the installed ONNX Runtime).
+(``tests/unit/test_onnx_empty.py``).
 The wrong rank then travels down the graph, and a later node fails (a
 ``Sub`` that cannot broadcast, a ``ScatterND`` whose updates do not fit, a
 ``Shape`` whose planned buffer has another length) or, worse, broadcasts to a
