@@ -2,9 +2,10 @@
 #
 # Compile probes (no link) of the LAMMPS headers in the given include
 # directories: sets <result_var> to MODERN when they have the mid-2022+ API
-# that pair ocp uses (neighbor->add_request(pair, NeighConst::REQ_FULL) and
-# comm->forward_comm(pair)), to LEGACY when they have the 2021 API
-# (neighbor->request(pair, instance), comm->forward_comm_pair(pair)), and
+# that pair ocp uses (neighbor->add_request(pair, NeighConst::REQ_FULL),
+# comm->forward_comm(pair) and comm->reverse_comm(pair)), to LEGACY when they
+# have the 2021 API (neighbor->request(pair, instance),
+# comm->forward_comm_pair(pair), comm->reverse_comm_pair(pair)), and
 # stops with an error when neither compiles (wrong directory, no mpi.h, no
 # fmt). The include directories must also provide mpi.h (or LAMMPS's STUBS)
 # and fmt/format.h.
@@ -27,6 +28,7 @@ class OcpProbePair : public Pair {
   void init_style() override {
     neighbor->add_request(this, NeighConst::REQ_FULL);
     comm->forward_comm(this);
+    comm->reverse_comm(this);
   }
 };
 }  // namespace LAMMPS_NS
@@ -46,6 +48,7 @@ class OcpProbePair : public Pair {
   void init_style() override {
     neighbor->request(this, instance_me);
     comm->forward_comm_pair(this);
+    comm->reverse_comm_pair(this);
   }
 };
 }  // namespace LAMMPS_NS
@@ -68,7 +71,8 @@ endfunction()
 
 function(ocp_lammps_probe_api result_var)
   set(include_dirs ${ARGN})
-  string(SHA1 key "${include_dirs}")
+  # The probes' text is part of the key: a changed probe runs again.
+  string(SHA1 key "${include_dirs}${_OCP_LAMMPS_PROBE_MODERN}${_OCP_LAMMPS_PROBE_LEGACY}")
   set(cache_var "OCP_LAMMPS_API_${key}")
   if(NOT DEFINED ${cache_var})
     _ocp_lammps_try("${key}_modern" "${_OCP_LAMMPS_PROBE_MODERN}" "${include_dirs}" modern modern_log)
@@ -90,7 +94,7 @@ endfunction()
 function(ocp_lammps_apply_api target api)
   if(api STREQUAL "MODERN")
     target_compile_definitions(${target} PRIVATE OCP_LAMMPS_MODERN_API)
-    message(STATUS "${target}: modern LAMMPS API (add_request, forward_comm(Pair*))")
+    message(STATUS "${target}: modern LAMMPS API (add_request, forward_comm(Pair*), reverse_comm(Pair*))")
   else()
     message(STATUS "${target}: 2021 LAMMPS API (request + NeighRequest mirror)")
   endif()

@@ -1,18 +1,24 @@
-// full_list_request.h - request a FULL neighbour list for a pair style, on the
-// LAMMPS API the build was configured against (cmake/OcpLammpsApi.cmake
-// defines OCP_LAMMPS_MODERN_API when the compile probe succeeds).
+// full_list_request.h - request a FULL neighbour list for a pair style, and
+// run a pair style's forward / reverse communication, on the LAMMPS API the
+// build was configured against (cmake/OcpLammpsApi.cmake defines
+// OCP_LAMMPS_MODERN_API when the compile probe succeeds).
 //
 // * Modern LAMMPS (mid-2022 onwards, including every 2023-2025 stable
-//   release): neighbor->add_request(pair, NeighConst::REQ_FULL).
+//   release): neighbor->add_request(pair, NeighConst::REQ_FULL),
+//   comm->forward_comm(pair), comm->reverse_comm(pair).
 // * The 2021 API (Debian's 29Sep2021 "20220106" package, whose headers lack
 //   neigh_request.h): neighbor->request(pair, instance) returns an index into
 //   neighbor->requests, and the half/full flags are written through a mirror
 //   of the leading NeighRequest members of that release, verified against the
-//   defaults its constructor sets before anything is written.
+//   defaults its constructor sets before anything is written;
+//   comm->forward_comm_pair(pair), comm->reverse_comm_pair(pair).
+// Both communicate pair->comm_forward / comm_reverse doubles per atom at most
+// (the receive buffers' size); each pack call returns how many it wrote.
 #pragma once
 
 #include <string>
 
+#include "comm.h"
 #include "error.h"
 #include "neighbor.h"
 #include "pair.h"
@@ -26,6 +32,9 @@ namespace ocp_lammps {
 inline void request_full_list(Pair* pair, int, Neighbor* neighbor, Error*) {
   neighbor->add_request(pair, NeighConst::REQ_FULL);
 }
+
+inline void forward_comm(Comm* comm, Pair* pair) { comm->forward_comm(pair); }
+inline void reverse_comm(Comm* comm, Pair* pair) { comm->reverse_comm(pair); }
 
 #else
 
@@ -53,6 +62,9 @@ inline void request_full_list(Pair* pair, int instance_me, Neighbor* neighbor, E
   request->half = 0;
   request->full = 1;
 }
+
+inline void forward_comm(Comm* comm, Pair* pair) { comm->forward_comm_pair(pair); }
+inline void reverse_comm(Comm* comm, Pair* pair) { comm->reverse_comm_pair(pair); }
 
 #endif
 

@@ -5,12 +5,19 @@
 //   atom_modify map array            # ghosts are mapped to their owners
 //   read_data ...
 //   pair_style ocp ARTIFACT [cutoff RC] [device cpu|cuda] [threads T]
+//                           [decomposition auto|whole|domain]
 //   pair_coeff * * El1 El2 ... ElN   # one element symbol per atom type;
 //                                    # El:TAG also sets the OCP tag of that type
 //                                    # (0 subsurface, 1 surface, 2 adsorbate;
 //                                    # default 0), e.g. Cu:0 Cu:1 O:2
 //
-// Design (single MPI rank):
+// Two paths (`decomposition`): "whole" evaluates the whole periodic system
+// in one artifact call on one MPI rank; "domain" splits it over the MPI
+// ranks (LAMMPS's spatial decomposition) with the artifact's per-layer
+// domain_* methods (PaiNN). "auto" (default): whole on 1 rank, domain on
+// more. GemNet-OC (no domain methods) on several ranks is a LAMMPS error.
+//
+// Whole path (one MPI rank):
 // * The artifact always sees the atoms in atom-ID order (the data file's
 //   order), whatever LAMMPS did to its local arrays (spatial sort at setup and
 //   every `atom_modify sort` steps). Under the max-neighbour cap PaiNN and
@@ -31,9 +38,25 @@
 // * The global virial comes from the artifact's stress (conservative
 //   artifacts, fully periodic box): virial = -V * stress. Per-atom energies
 //   and virials are not available.
-// * More than one MPI rank is refused with the reason: the artifact evaluates
-//   the whole periodic system in one call, and exact message passing across
-//   ranks would need per-layer exchanges it does not expose.
+//
+// Domain path (any number of ranks; exact, see ocp_deploy/domain.hpp):
+// * Each rank hands the artifact its owned atoms followed by its ghost atoms
+//   (out to the model cutoff + skin), their global IDs (atom->tag) and the
+//   candidate pairs of its FULL neighbour list (owned centre, owned or ghost
+//   neighbour). Edge selection under the max-neighbour cap is decided by IDs
+//   inside the artifact, so the local order does not matter.
+// * Per evaluation: the owned atoms' capped neighbour keys are forward-
+//   communicated to their ghosts (cap width int64s per atom, as doubles:
+//   exact below 2^53), then after every message-passing layer but the last
+//   the owned atoms' node features (4 H values: x, then vec) are forward-
+//   communicated. Energies are per atom (eatom: compute pe/atom works).
+// * Gradient forces (conservative / gradient artifacts): backward layer by
+//   layer; after every layer but the first, the ghost rows of the feature
+//   gradients are reverse-communicated (summed into the owners). The forces
+//   on ghost atoms are written to atom->f and LAMMPS's own reverse
+//   communication adds them to the owners, hence `newton on` is required;
+//   the virial is F.r over owned and ghost atoms (virial_fdotr_compute).
+//   Direct-force artifacts: forces on owned atoms only, no virial.
 // * All failures (artifact, metadata, input) become LAMMPS errors in one
 //   place, PairOCP::guarded(), via error->all.
 //
@@ -58,6 +81,7 @@ PairStyle(ocp,PairOCP);
 #include <string>
 #include <vector>
 
+#include "ocp_deploy/domain.hpp"
 #include "ocp_deploy/model.hpp"
 #include "pair.h"
 
@@ -73,6 +97,10 @@ class PairOCP : public Pair {
   void coeff(int narg, char** arg) override;
   void init_style() override;
   double init_one(int i, int j) override;
+  int pack_forward_comm(int n, int* list, double* buf, int pbc_flag, int* pbc) override;
+  void unpack_forward_comm(int n, int first, double* buf) override;
+  int pack_reverse_comm(int n, int first, double* buf) override;
+  void unpack_reverse_comm(int n, int* list, double* buf) override;
 
   static Pair* creator(class LAMMPS* lmp);
 
@@ -80,12 +108,23 @@ class PairOCP : public Pair {
   template <typename Body>
   void guarded(const char* where, Body&& body);
 
+  // What `decomposition` asked for; which path runs is use_domain_.
+  enum class Decomposition { Auto, Whole, Domain };
+  // What the pack / unpack calls move: capped neighbour keys (forward),
+  // node features (forward), node-feature gradients (reverse).
+  enum class CommMode { Keys, Features, Gradients };
+
   void allocate();
-  void check_single_rank();
+  void choose_decomposition(Decomposition requested);
+  [[noreturn]] void refuse_several_ranks(const std::string& why);
   void build_frame();
   void build_candidates();
   void check_list_is_full() const;
   void apply(const ocp_deploy::Result& result);
+  void compute_domain();
+  void build_domain_candidates();
+  void domain_forward_comm(CommMode mode);
+  void domain_reverse_comm();
 
   std::unique_ptr<ocp_deploy::Model> model_;
   std::string artifact_;
@@ -99,6 +138,15 @@ class PairOCP : public Pair {
   ocp_deploy::Frame frame_;
   ocp_deploy::Candidates candidates_;
   bool warned_virial_ = false;
+
+  // Domain path.
+  bool use_domain_ = false;
+  std::unique_ptr<ocp_deploy::Domain> domain_;
+  CommMode comm_mode_ = CommMode::Features;
+  std::vector<std::int64_t> domain_centre_;     // owned row i
+  std::vector<std::int64_t> domain_neighbour_;  // owned or ghost row j
+  std::vector<double> domain_energies_;         // per owned atom
+  std::vector<double> domain_forces_;           // owned (direct) or all rows (gradient)
 };
 
 // Makes `pair_style ocp` available in this LAMMPS instance.

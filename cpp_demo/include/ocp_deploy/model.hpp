@@ -11,6 +11,8 @@
 //   optional forward_candidates(..., candidate_edge_index (2,E) int64
 //           [row 0 neighbour j, row 1 centre i], candidate_cell_offsets (E,3)
 //           int64 [vec = pos[j] - pos[i] + offsets @ cell]) -> same outputs.
+//   optional domain_* methods (PaiNN): one MPI rank's share of a domain
+//           decomposition, layer by layer (see ocp_deploy/domain.hpp).
 //   extra file "metadata.json" (see Metadata).
 // Units: eV, Angstrom, eV/Angstrom, eV/Angstrom^3 (ASE stress sign).
 #pragma once
@@ -111,6 +113,9 @@ class Model {
 
   const Metadata& metadata() const;
   bool has_forward_candidates() const;
+  // True when the artifact has the domain-decomposition methods
+  // (domain_layout(), ...; PaiNN): see ocp_deploy/domain.hpp.
+  bool has_domain() const;
 
   // Throws Error if the frame is inconsistent (sizes, elements outside the
   // model range, non-finite positions) before calling the artifact.
@@ -122,6 +127,7 @@ class Model {
   Result compute(const Frame& frame, const Candidates& candidates);
 
  private:
+  friend class Domain;  // runs the artifact's domain_* methods on this module
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

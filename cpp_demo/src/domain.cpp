@@ -1,0 +1,318 @@
+// LibTorch side of ocp_deploy::Domain (see ocp_deploy/domain.hpp): calls the
+// artifact's domain_* methods and keeps the tensors that live between them.
+#include "ocp_deploy/domain.hpp"
+
+#include <ATen/ops/full.h>
+#include <ATen/ops/zeros.h>
+#include <c10/core/GradMode.h>
+
+#include <string>
+#include <utility>
+
+#include "model_impl.hpp"
+
+namespace ocp_deploy {
+namespace {
+
+constexpr std::size_t kLayoutEntries = 3;  // [num_layers, hidden_channels, cap_width]
+constexpr int kFeatureBlocks = 4;          // x (H) + vec (3H)
+
+at::Tensor long_tensor(std::vector<std::int64_t> values) {
+  return detail::as_tensor(values, {static_cast<std::int64_t>(values.size())});
+}
+
+std::vector<double> to_doubles(const at::Tensor& tensor) {
+  at::Tensor values = tensor.detach().to(at::kCPU, at::kDouble).contiguous();
+  return std::vector<double>(values.data_ptr<double>(), values.data_ptr<double>() + values.numel());
+}
+
+std::string shape_of(const at::Tensor& tensor) {
+  std::string text = "(";
+  for (std::int64_t d = 0; d < tensor.dim(); ++d) text += (d ? ", " : "") + std::to_string(tensor.size(d));
+  return text + ")";
+}
+
+}  // namespace
+
+struct Domain::Impl {
+  Model::Impl* model = nullptr;
+  int num_layers = 0;
+  int hidden = 0;
+  int cap_width = 0;
+  bool gradient = false;
+  double force_scale = 1.0;
+  double force_offset = 0.0;
+
+  // Per evaluation.
+  std::int64_t n = 0;  // owned rows
+  std::int64_t total = 0;  // owned + ghost rows
+  at::Tensor positions;  // (N, 3) float64 on the model's device
+  at::Tensor ids, numbers, cell, pbc, centre, neighbour;
+  at::Tensor keys;       // (N, M) int64, CPU (host buffer)
+  at::Tensor edge_index, edge_rbf, edge_unit;
+  at::Tensor features;   // (N, 4H) float64, CPU (host buffer)
+  at::Tensor gradients;  // (N, 4H) float64, CPU (host buffer)
+  at::Tensor last_x, last_vec;  // the last layer's output (n, H), (n, 3, H)
+  std::vector<std::pair<at::Tensor, at::Tensor>> layer_inputs;  // per layer (gradient artifacts)
+  at::Tensor grad_rbf, grad_unit;  // summed over layers
+  bool built = false;
+
+  at::TensorOptions model_options() const {
+    return at::TensorOptions().dtype(model->dtype).device(model->device);
+  }
+
+  c10::IValue call(const char* method, std::vector<c10::IValue> arguments) {
+    try {
+      return model->module.get_method(method)(std::move(arguments));
+    } catch (const c10::Error& e) {
+      throw Error(std::string("artifact ") + method + "() failed: " + detail::one_line(e.what_without_backtrace()));
+    }
+  }
+
+  // Forward-pass calls need no autograd graph: the backward methods rebuild
+  // what they differentiate from the inputs kept here.
+  c10::IValue call_no_grad(const char* method, std::vector<c10::IValue> arguments) {
+    c10::NoGradGuard no_grad;
+    return call(method, std::move(arguments));
+  }
+
+  static std::vector<at::Tensor> tensors(const c10::IValue& output, const char* method, std::size_t count) {
+    if (!output.isTuple()) throw Error(std::string("artifact ") + method + "() did not return a tuple");
+    const auto& elements = output.toTupleRef().elements();
+    if (elements.size() != count)
+      throw Error(std::string("artifact ") + method + "() returned " + std::to_string(elements.size()) +
+                  " values, expected " + std::to_string(count));
+    std::vector<at::Tensor> result;
+    for (const auto& element : elements) result.push_back(element.toTensor());
+    return result;
+  }
+
+  void expect_shape(const at::Tensor& tensor, std::vector<std::int64_t> shape, const char* what) const {
+    if (tensor.sizes() != at::IntArrayRef(shape)) {
+      std::string expected = "(";
+      for (std::size_t d = 0; d < shape.size(); ++d) expected += (d ? ", " : "") + std::to_string(shape[d]);
+      throw Error(std::string("artifact ") + what + " has shape " + shape_of(tensor) + ", expected " + expected + ")");
+    }
+  }
+
+  std::vector<c10::IValue> graph_arguments() const {
+    return {positions, ids, c10::IValue(n), cell, pbc, centre, neighbour};
+  }
+
+  // Rows [0, rows) of a (N, 4H) host buffer as model tensors (rows, H), (rows, 3, H).
+  std::pair<at::Tensor, at::Tensor> split(const at::Tensor& buffer, std::int64_t rows) const {
+    at::Tensor block = buffer.narrow(0, 0, rows).to(model_options(), false, true);
+    at::Tensor x = block.narrow(1, 0, hidden).contiguous();
+    at::Tensor vec = block.narrow(1, hidden, 3 * hidden).contiguous().view({rows, 3, hidden});
+    return {x, vec};
+  }
+
+  // Writes x (rows, H) and vec (rows, 3, H) into rows [0, rows) of a host buffer.
+  void join(at::Tensor& buffer, const at::Tensor& x, const at::Tensor& vec, const char* what) const {
+    const std::int64_t rows = x.size(0);
+    expect_shape(vec, {rows, 3, hidden}, what);
+    if (x.dim() != 2 || x.size(1) != hidden) expect_shape(x, {rows, hidden}, what);
+    at::Tensor block = buffer.narrow(0, 0, rows);
+    block.narrow(1, 0, hidden).copy_(x.detach());
+    block.narrow(1, hidden, 3 * hidden).copy_(vec.detach().reshape({rows, 3 * hidden}));
+  }
+
+  void require_built(const char* what) const {
+    if (!built) throw Error(std::string("Domain::") + what + "() before build()");
+  }
+};
+
+Domain::Domain(Model& model) : impl_(std::make_unique<Impl>()) {
+  if (!model.has_domain())
+    throw Error("the artifact has no domain-decomposition methods (domain_layout, ...)");
+  Impl& d = *impl_;
+  d.model = model.impl_.get();
+  c10::IValue layout = d.call("domain_layout", {});
+  if (!layout.isIntList()) throw Error("artifact domain_layout() did not return a list of ints");
+  std::vector<std::int64_t> values = layout.toIntVector();
+  if (values.size() != kLayoutEntries || values[0] < 1 || values[1] < 1 || values[2] < 0)
+    throw Error("artifact domain_layout() is not [num_layers >= 1, hidden_channels >= 1, cap_width >= 0]");
+  d.num_layers = static_cast<int>(values[0]);
+  d.hidden = static_cast<int>(values[1]);
+  d.cap_width = static_cast<int>(values[2]);
+  d.gradient = model.metadata().forces_are_gradients();
+  if (d.gradient) {
+    c10::IValue convention = d.call("domain_force_convention", {});
+    if (!convention.isTuple() || convention.toTupleRef().elements().size() != 2)
+      throw Error("artifact domain_force_convention() did not return (scale, offset)");
+    d.force_scale = convention.toTupleRef().elements()[0].toDouble();
+    d.force_offset = convention.toTupleRef().elements()[1].toDouble();
+  }
+}
+
+Domain::~Domain() = default;
+Domain::Domain(Domain&&) noexcept = default;
+Domain& Domain::operator=(Domain&&) noexcept = default;
+
+int Domain::num_layers() const { return impl_->num_layers; }
+int Domain::hidden_channels() const { return impl_->hidden; }
+int Domain::cap_width() const { return impl_->cap_width; }
+int Domain::feature_width() const { return kFeatureBlocks * impl_->hidden; }
+bool Domain::gradient_forces() const { return impl_->gradient; }
+std::size_t Domain::num_local() const { return static_cast<std::size_t>(impl_->n); }
+std::size_t Domain::num_total() const { return static_cast<std::size_t>(impl_->total); }
+
+void Domain::set_atoms(std::size_t num_local, std::size_t num_total, const double* positions,
+                       std::vector<std::int64_t> ids, std::vector<std::int64_t> atomic_numbers,
+                       const std::array<double, 9>& cell, const std::array<bool, 3>& pbc,
+                       std::vector<std::int64_t> centre, std::vector<std::int64_t> neighbour) {
+  Impl& d = *impl_;
+  if (num_local > num_total) throw Error("more owned atoms than atoms");
+  if (ids.size() != num_total || atomic_numbers.size() != num_total)
+    throw Error("atom IDs / atomic numbers do not have one entry per atom");
+  if (centre.size() != neighbour.size()) throw Error("inconsistent candidate pair arrays");
+  const auto n = static_cast<std::int64_t>(num_local);
+  const auto total = static_cast<std::int64_t>(num_total);
+  for (std::size_t p = 0; p < centre.size(); ++p)
+    if (centre[p] < 0 || centre[p] >= n || neighbour[p] < 0 || neighbour[p] >= total)
+      throw Error("candidate pair " + std::to_string(p) + " refers to a missing atom");
+  d.n = n;
+  d.total = total;
+  const c10::Device device = d.model->device;
+  at::Tensor host_positions =
+      total ? at::from_blob(const_cast<double*>(positions), {total, 3}, at::kDouble).clone()
+            : at::empty({0, 3}, at::kDouble);
+  d.positions = host_positions.to(device);
+  d.ids = long_tensor(std::move(ids)).to(device);
+  d.numbers = long_tensor(std::move(atomic_numbers)).to(device);
+  std::vector<double> cell_values(cell.begin(), cell.end());
+  d.cell = detail::as_tensor(cell_values, {3, 3}).to(device);
+  bool pbc_values[3] = {pbc[0], pbc[1], pbc[2]};
+  d.pbc = at::from_blob(pbc_values, {3}, at::kBool).clone().to(device);
+  d.centre = long_tensor(std::move(centre)).to(device);
+  d.neighbour = long_tensor(std::move(neighbour)).to(device);
+  d.keys = at::full({total, d.cap_width}, -1, at::kLong);
+  d.features = at::zeros({total, kFeatureBlocks * static_cast<std::int64_t>(d.hidden)}, at::kDouble);
+  d.gradients = at::Tensor();
+  d.edge_index = d.edge_rbf = d.edge_unit = at::Tensor();
+  d.last_x = d.last_vec = at::Tensor();
+  d.grad_rbf = d.grad_unit = at::Tensor();
+  d.layer_inputs.clear();
+  d.layer_inputs.resize(d.num_layers);
+  d.built = false;
+}
+
+void Domain::cap() {
+  Impl& d = *impl_;
+  auto arguments = d.graph_arguments();
+  at::Tensor owned = d.call_no_grad("domain_cap", std::move(arguments)).toTensor();
+  d.expect_shape(owned, {d.n, d.cap_width}, "domain_cap() output");
+  if (d.n > 0 && d.cap_width > 0) d.keys.narrow(0, 0, d.n).copy_(owned);
+}
+
+std::int64_t* Domain::capped_keys() { return impl_->keys.data_ptr<std::int64_t>(); }
+
+void Domain::build() {
+  Impl& d = *impl_;
+  auto arguments = d.graph_arguments();
+  arguments.emplace_back(d.keys.to(d.model->device));
+  d.edge_index = d.call_no_grad("domain_graph", std::move(arguments)).toTensor();
+  if (d.edge_index.dim() != 2 || d.edge_index.size(0) != 2)
+    throw Error("artifact domain_graph() output has shape " + shape_of(d.edge_index) + ", expected (2, E)");
+  const std::int64_t edges = d.edge_index.size(1);
+  auto geometry = Impl::tensors(d.call_no_grad("domain_geometry", {d.positions, d.edge_index}),
+                                "domain_geometry", 2);
+  d.edge_rbf = geometry[0];
+  d.edge_unit = geometry[1];
+  if (d.edge_rbf.dim() != 2 || d.edge_rbf.size(0) != edges)
+    throw Error("artifact domain_geometry() rbf has shape " + shape_of(d.edge_rbf) + ", expected (E, R)");
+  d.expect_shape(d.edge_unit, {edges, 3}, "domain_geometry() unit vectors");
+  auto embedding = Impl::tensors(d.call_no_grad("domain_embed", {d.numbers}), "domain_embed", 2);
+  d.expect_shape(embedding[0], {d.total, d.hidden}, "domain_embed() x");
+  d.join(d.features, embedding[0], embedding[1], "domain_embed() vec");
+  d.built = true;
+}
+
+std::size_t Domain::num_edges() const {
+  return impl_->edge_index.defined() ? static_cast<std::size_t>(impl_->edge_index.size(1)) : 0;
+}
+
+double* Domain::features() { return impl_->features.data_ptr<double>(); }
+
+void Domain::layer(int k) {
+  Impl& d = *impl_;
+  d.require_built("layer");
+  if (k < 0 || k >= d.num_layers) throw Error("layer " + std::to_string(k) + " out of range");
+  auto [x, vec] = d.split(d.features, d.total);
+  if (d.gradient) d.layer_inputs[k] = {x, vec};
+  auto output = Impl::tensors(
+      d.call_no_grad("domain_layer", {c10::IValue(static_cast<std::int64_t>(k)), x, vec, d.edge_index, d.edge_rbf,
+                                      d.edge_unit, c10::IValue(d.n)}),
+      "domain_layer", 2);
+  d.expect_shape(output[0], {d.n, d.hidden}, "domain_layer() x");
+  d.join(d.features, output[0], output[1], "domain_layer() vec");
+  d.last_x = output[0];
+  d.last_vec = output[1];
+}
+
+void Domain::readout(std::int64_t total_atoms, std::vector<double>& energies, std::vector<double>& forces) {
+  Impl& d = *impl_;
+  if (!d.last_x.defined()) throw Error("Domain::readout() before the layers");
+  auto output = Impl::tensors(d.call_no_grad("domain_readout", {d.last_x, d.last_vec, c10::IValue(total_atoms)}),
+                              "domain_readout", 2);
+  d.expect_shape(output[0], {d.n}, "domain_readout() energies");
+  energies = to_doubles(output[0]);
+  if (d.gradient) {
+    forces.clear();
+  } else {
+    d.expect_shape(output[1], {d.n, 3}, "domain_readout() forces");
+    forces = to_doubles(output[1]);
+  }
+}
+
+double* Domain::gradients() { return impl_->gradients.data_ptr<double>(); }
+
+void Domain::readout_backward() {
+  Impl& d = *impl_;
+  if (!d.gradient) throw Error("readout_backward() on a direct-force artifact");
+  if (!d.last_x.defined()) throw Error("Domain::readout_backward() before the layers");
+  auto output = Impl::tensors(d.call("domain_readout_backward", {d.last_x, d.last_vec}),
+                              "domain_readout_backward", 2);
+  d.expect_shape(output[0], {d.n, d.hidden}, "domain_readout_backward() grad_x");
+  d.gradients = at::zeros_like(d.features);
+  d.join(d.gradients, output[0], output[1], "domain_readout_backward() grad_vec");
+}
+
+void Domain::layer_backward(int k) {
+  Impl& d = *impl_;
+  if (k < 0 || k >= d.num_layers || !d.layer_inputs[k].first.defined())
+    throw Error("layer_backward(" + std::to_string(k) + ") without its forward layer");
+  if (!d.gradients.defined()) throw Error("Domain::layer_backward() before readout_backward()");
+  auto [grad_x, grad_vec] = d.split(d.gradients, d.n);
+  const auto& [x_in, vec_in] = d.layer_inputs[k];
+  auto output = Impl::tensors(
+      d.call("domain_layer_backward", {c10::IValue(static_cast<std::int64_t>(k)), x_in, vec_in, d.edge_index,
+                                       d.edge_rbf, d.edge_unit, c10::IValue(d.n), grad_x, grad_vec}),
+      "domain_layer_backward", 4);
+  d.expect_shape(output[0], {d.total, d.hidden}, "domain_layer_backward() grad_x");
+  d.join(d.gradients, output[0], output[1], "domain_layer_backward() grad_vec");
+  d.expect_shape(output[2], {d.edge_rbf.size(0), d.edge_rbf.size(1)}, "domain_layer_backward() grad_rbf");
+  d.expect_shape(output[3], {d.edge_unit.size(0), 3}, "domain_layer_backward() grad_unit");
+  if (d.grad_rbf.defined()) {
+    d.grad_rbf.add_(output[2]);
+    d.grad_unit.add_(output[3]);
+  } else {
+    d.grad_rbf = output[2].detach().clone();
+    d.grad_unit = output[3].detach().clone();
+  }
+  d.layer_inputs[k] = {};  // no longer needed
+}
+
+void Domain::gradient_forces_on(std::vector<double>& forces) {
+  Impl& d = *impl_;
+  if (!d.grad_rbf.defined()) throw Error("Domain::gradient_forces_on() before layer_backward()");
+  at::Tensor grad_positions =
+      d.call("domain_geometry_backward", {d.positions, d.edge_index, d.grad_rbf, d.grad_unit}).toTensor();
+  d.expect_shape(grad_positions, {d.total, 3}, "domain_geometry_backward() output");
+  forces = to_doubles(grad_positions);
+  for (double& f : forces) f *= -d.force_scale;
+  if (d.force_offset != 0.0)
+    for (std::size_t i = 0; i < 3 * static_cast<std::size_t>(d.n); ++i) forces[i] += d.force_offset;
+}
+
+}  // namespace ocp_deploy
