@@ -24,10 +24,12 @@ from torch import nn
 import ocpdeploy.runtime.keys as keys
 from ocpdeploy.runtime import load_model
 from ocpdeploy.runtime.contract import INPUT_SHAPES_KEY, as_metadata, model_contract
+from ocpdeploy.runtime.graph_painn import PaiNNGraph
 
 from .capture import example_inputs
 from .checkpoint import Checkpoint, CheckpointError, build_rewrite, read_checkpoint
 from .deployed import DeployedModel, PhysicalModel
+from .domain import PaiNNDomainModel
 from .probe import atoms_tensors, probe_atoms, probe_batch, probe_suite
 from .write_aoti import write_aoti
 from .write_onnx import write_onnx
@@ -277,7 +279,9 @@ def export_checkpoint(
     physical = PhysicalModel(core, forces, n.energy_mean, n.energy_std, n.forces_mean, n.forces_std)
     metadata = build_metadata(checkpoint, core, graph, format, dtype, forces)
     if format == "torchscript":
-        deployed = DeployedModel(physical, graph, metadata["min_atomic_number"], metadata["max_atomic_number"], DTYPES[dtype])
+        # PaiNN artifacts also carry the per-layer entry points of MPI domain decomposition.
+        deployed_type = PaiNNDomainModel if isinstance(graph, PaiNNGraph) else DeployedModel
+        deployed = deployed_type(physical, graph, metadata["min_atomic_number"], metadata["max_atomic_number"], DTYPES[dtype])
         write_torchscript(deployed, metadata, output)
     else:
         contract = model_contract(checkpoint.model_name, list(graph.input_names))

@@ -367,30 +367,70 @@ class PaiNN(nn.Module):
     ) -> Tuple[Tensor, Tensor]:
         """Raw (normalised) energy (B,) and direct forces (N, 3) or (0, 3)."""
         edge_index = graph[self.edge_index_key]
-        edge_slot = graph[self.edge_slot_key]
-        edge_kmax = graph[self.edge_kmax_key]
         vector, distance = edge_geometry(positions, cell, batch, edge_index, graph[self.cell_offsets_key])
+        edge_rbf, edge_unit = self.edge_features(vector, distance)
+        x, vec = self.embed(atomic_numbers)
+        x, vec = self.interactions(
+            x, vec, edge_index, edge_rbf, edge_unit, graph[self.edge_slot_key], graph[self.edge_kmax_key], x.shape[0], 0, self.num_layers
+        )
+        per_atom_energy, forces = self.readout(x, vec, self.direct_forces)
+        energy = torch.zeros(cell.shape[0], dtype=x.dtype, device=x.device).index_add_(0, batch, per_atom_energy)
+        return energy, forces
+
+    def edge_features(self, vector: Tensor, distance: Tensor) -> Tuple[Tensor, Tensor]:
+        """Edge vectors (E, 3) and lengths (E,) -> radial basis (E, R) and unit vectors (E, 3)."""
         distance = torch.where(distance.abs() <= self.min_distance, torch.full_like(distance, self.min_distance), distance)
         edge_unit = vector / distance[:, None]  # (E, 3)
-        edge_rbf = self.radial_basis(distance)  # (E, R)
+        return self.radial_basis(distance), edge_unit
 
+    def embed(self, atomic_numbers: Tensor) -> Tuple[Tensor, Tensor]:
+        """Initial features: scalars x (N, H) from the element, vectors vec (N, 3, H) zero."""
         x = self.atom_emb(atomic_numbers)  # (N, H)
         vec = torch.zeros((x.shape[0], 3, x.shape[1]), dtype=x.dtype, device=x.device)  # (N, 3, H)
-        for message, update, scale in zip(self.message_layers, self.update_layers, self.scales):
-            dx, dvec = message(x, vec, edge_index, edge_rbf, edge_unit, edge_slot, edge_kmax)
-            x = (x + dx) * self.inv_sqrt_2
-            vec = vec + dvec
-            dx, dvec = update(x, vec)
-            x = scale(x + dx)
-            vec = vec + dvec
+        return x, vec
 
+    def interactions(
+        self,
+        x: Tensor,
+        vec: Tensor,
+        edge_index: Tensor,
+        edge_rbf: Tensor,
+        edge_unit: Tensor,
+        edge_slot: Tensor,
+        edge_kmax: Tensor,
+        num_targets: int,
+        first: int,
+        stop: int,
+    ) -> Tuple[Tensor, Tensor]:
+        """Message-passing layers ``first .. stop - 1`` (message, then update).
+
+        x (N, H), vec (N, 3, H) in; the first ``num_targets`` rows are
+        updated and returned, (n, H) and (n, 3, H). Edge targets must be
+        below ``num_targets``; sources may be any row. In one process
+        ``num_targets`` is N and all layers run in one call; on a rank of a
+        domain decomposition the rows past ``num_targets`` are ghost atoms,
+        whose features the host refreshes between single-layer calls.
+        """
+        layer = 0
+        for message, update, scale in zip(self.message_layers, self.update_layers, self.scales):
+            if layer >= first and layer < stop:
+                dx, dvec = message(x, vec, edge_index, edge_rbf, edge_unit, edge_slot, edge_kmax)
+                x = (x[:num_targets] + dx[:num_targets]) * self.inv_sqrt_2
+                vec = vec[:num_targets] + dvec[:num_targets]
+                dx, dvec = update(x, vec)
+                x = scale(x + dx)
+                vec = vec + dvec
+            layer += 1
+        return x, vec
+
+    def readout(self, x: Tensor, vec: Tensor, with_forces: bool) -> Tuple[Tensor, Tensor]:
+        """Raw per-atom energies (N,) and direct forces (N, 3); (0, 3) without a force head or ``with_forces``."""
         per_atom_energy = self.out_energy(x).squeeze(1)  # (N,)
-        energy = torch.zeros(cell.shape[0], dtype=x.dtype, device=x.device).index_add_(0, batch, per_atom_energy)
-        if self.direct_forces:
+        if with_forces and self.direct_forces:
             forces = self.out_forces(x, vec)
         else:
             forces = torch.zeros((0, 3), dtype=x.dtype, device=x.device)
-        return energy, forces
+        return per_atom_energy, forces
 
 
 SCALE_ALIAS_PREFIX: str = "scales."
