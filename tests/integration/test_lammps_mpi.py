@@ -22,6 +22,7 @@ per host when cmake, LAMMPS, Open MPI or the wheel is missing.
 """
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -207,14 +208,15 @@ def test_nve_on_two_ranks_follows_one_rank(request, tmp_path_factory, host):
     path = common.capped_painn_artifact(request, tmp_path_factory, "slab", "conservative")
     atoms = common.shuffled_slab()
     header_line = header(request, tmp_path_factory, host)
-    trajectories = {}
-    for ranks in (1, RANKS):
+    def trajectory(ranks: int):
         folder = tmp_path_factory.mktemp(f"nve_{host}_{ranks}")
         data = folder / "data.lmp"
         helpers.write_lammps_data(data, atoms)
         _, output = runner(request, tmp_path_factory, host, ranks)(nve_script(data, path, header_line), folder)
-        trajectories[ranks] = (np.array(common.thermo_rows(output, 6)), output)
-    (one, _), (two, output) = trajectories[1], trajectories[RANKS]
+        return np.array(common.thermo_rows(output, 6)), output
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # the two runs side by side
+        (one, _), (two, output) = pool.map(trajectory, (1, RANKS))
     assert f"domain decomposition on {RANKS} MPI rank(s)" in output
     assert one.shape == two.shape == (NVE_STEPS // NVE_THERMO_EVERY + 1, 6), (one.shape, two.shape)
     natoms = len(atoms)
