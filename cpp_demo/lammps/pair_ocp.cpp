@@ -209,6 +209,7 @@ void PairOCP::init_style() {
     for (int j = i; j <= ntypes; ++j)
       if (!setflag[i][j])
         error->all(FLERR, str("pair ocp: missing pair_coeff * * El1 ... ElN"));
+  logged_sizes_ = false;
   if (use_domain_) {
     // Forces on ghost atoms reach their owners only through LAMMPS's reverse
     // communication of forces, which newton_pair off does not do.
@@ -470,6 +471,14 @@ void PairOCP::compute_domain() {
     domain_forward_comm(CommMode::Keys);
   }
   d.build();
+  if (!logged_sizes_ && comm->me == 0) {
+    logged_sizes_ = true;
+    std::ostringstream message;
+    message << "pair ocp: rank 0 at setup: " << nlocal << " owned atoms, " << nall - nlocal
+            << " ghost atoms, of which " << d.num_active() - nlocal << " are edge sources; "
+            << d.num_edges() << " edges\n";
+    utils::logmesg(lmp, message.str());
+  }
   const int layers = d.num_layers();
   for (int k = 0; k < layers; ++k) {
     d.layer(k);

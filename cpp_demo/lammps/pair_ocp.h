@@ -143,6 +143,7 @@ class PairOCP : public Pair {
   bool use_domain_ = false;
   std::unique_ptr<ocp_deploy::Domain> domain_;
   CommMode comm_mode_ = CommMode::Features;
+  bool logged_sizes_ = false;  // the setup's atom and edge counts, logged once per run
   std::vector<std::int64_t> domain_centre_;     // owned row i
   std::vector<std::int64_t> domain_neighbour_;  // owned or ghost row j
   std::vector<double> domain_energies_;         // per owned atom

@@ -1,7 +1,19 @@
 // LibTorch side of ocp_deploy::Domain (see ocp_deploy/domain.hpp): calls the
 // artifact's domain_* methods and keeps the tensors that live between them.
+//
+// Active rows: once the edges are known (domain_graph), the geometry, the
+// embedding and the layers run on the owned rows plus the ghost rows that
+// are the source of an edge ("active" rows, owned first), not on every ghost
+// row the host holds. A layer's output on the owned rows reads no other row,
+// so the result is the same; with a cap (PaiNN h512: the 50 nearest of ~600
+// neighbours within 12 A) the edge sources lie much closer than the cutoff,
+// and most of the ghost shell never enters a layer. The host buffers
+// (features, gradients, capped keys) keep all rows in the host's order, for
+// its communication; rows are gathered from and scattered to them here.
 #include "ocp_deploy/domain.hpp"
 
+#include <ATen/ops/arange.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
@@ -49,7 +61,9 @@ struct Domain::Impl {
   at::Tensor positions;  // (N, 3) float64 on the model's device
   at::Tensor ids, numbers, cell, pbc, centre, neighbour;
   at::Tensor keys;       // (N, M) int64, CPU (host buffer)
-  at::Tensor edge_index, edge_rbf, edge_unit;
+  at::Tensor rows;         // (A,) int64, CPU: host rows of the active rows, owned first
+  at::Tensor active_positions;  // (A, 3) float64 on the model's device
+  at::Tensor edge_index, edge_rbf, edge_unit;  // edge_index in active rows
   at::Tensor features;   // (N, 4H) float64, CPU (host buffer)
   at::Tensor gradients;  // (N, 4H) float64, CPU (host buffer)
   at::Tensor last_x, last_vec;  // the last layer's output (n, H), (n, 3, H)
@@ -99,22 +113,42 @@ struct Domain::Impl {
     return {positions, ids, c10::IValue(n), cell, pbc, centre, neighbour};
   }
 
-  // Rows [0, rows) of a (N, 4H) host buffer as model tensors (rows, H), (rows, 3, H).
-  std::pair<at::Tensor, at::Tensor> split(const at::Tensor& buffer, std::int64_t rows) const {
-    at::Tensor block = buffer.narrow(0, 0, rows).to(model_options(), false, true);
-    at::Tensor x = block.narrow(1, 0, hidden).contiguous();
-    at::Tensor vec = block.narrow(1, hidden, 3 * hidden).contiguous().view({rows, 3, hidden});
+  std::int64_t active() const { return rows.defined() ? rows.size(0) : 0; }
+
+  // A (count, 4H) block of host rows as model tensors (count, H), (count, 3, H).
+  std::pair<at::Tensor, at::Tensor> split(const at::Tensor& block) const {
+    const std::int64_t count = block.size(0);
+    at::Tensor values = block.to(model_options(), false, true);
+    at::Tensor x = values.narrow(1, 0, hidden).contiguous();
+    at::Tensor vec = values.narrow(1, hidden, 3 * hidden).contiguous().view({count, 3, hidden});
     return {x, vec};
   }
+  // The owned rows of a host buffer.
+  std::pair<at::Tensor, at::Tensor> split_owned(const at::Tensor& buffer) const {
+    return split(buffer.narrow(0, 0, n));
+  }
+  // The active rows of a host buffer.
+  std::pair<at::Tensor, at::Tensor> split_active(const at::Tensor& buffer) const {
+    return split(buffer.index_select(0, rows));
+  }
 
-  // Writes x (rows, H) and vec (rows, 3, H) into rows [0, rows) of a host buffer.
-  void join(at::Tensor& buffer, const at::Tensor& x, const at::Tensor& vec, const char* what) const {
-    const std::int64_t rows = x.size(0);
-    expect_shape(vec, {rows, 3, hidden}, what);
-    if (x.dim() != 2 || x.size(1) != hidden) expect_shape(x, {rows, hidden}, what);
-    at::Tensor block = buffer.narrow(0, 0, rows);
+  // x (count, H) and vec (count, 3, H) as one (count, 4H) float64 CPU block.
+  at::Tensor block_of(const at::Tensor& x, const at::Tensor& vec, std::int64_t count, const char* what) const {
+    expect_shape(x, {count, hidden}, what);
+    expect_shape(vec, {count, 3, hidden}, what);
+    at::Tensor block = at::empty({count, kFeatureBlocks * static_cast<std::int64_t>(hidden)}, at::kDouble);
     block.narrow(1, 0, hidden).copy_(x.detach());
-    block.narrow(1, hidden, 3 * hidden).copy_(vec.detach().reshape({rows, 3 * hidden}));
+    block.narrow(1, hidden, 3 * hidden).copy_(vec.detach().reshape({count, 3 * hidden}));
+    return block;
+  }
+  // Writes x, vec (n rows) into the owned rows of a host buffer.
+  void join_owned(at::Tensor& buffer, const at::Tensor& x, const at::Tensor& vec, const char* what) const {
+    buffer.narrow(0, 0, n).copy_(block_of(x, vec, n, what));
+  }
+  // Writes x, vec (active rows) into their host rows; the other rows become zero.
+  void join_active(at::Tensor& buffer, const at::Tensor& x, const at::Tensor& vec, const char* what) const {
+    buffer.zero_();
+    buffer.index_copy_(0, rows, block_of(x, vec, active(), what));
   }
 
   void require_built(const char* what) const {
@@ -187,6 +221,7 @@ void Domain::set_atoms(std::size_t num_local, std::size_t num_total, const doubl
   d.centre = long_tensor(std::move(centre)).to(device);
   d.neighbour = long_tensor(std::move(neighbour)).to(device);
   d.keys = at::full({total, d.cap_width}, -1, at::kLong);
+  d.rows = d.active_positions = at::Tensor();
   d.features = at::zeros({total, kFeatureBlocks * static_cast<std::int64_t>(d.hidden)}, at::kDouble);
   d.gradients = at::Tensor();
   d.edge_index = d.edge_rbf = d.edge_unit = at::Tensor();
@@ -211,22 +246,40 @@ void Domain::build() {
   Impl& d = *impl_;
   auto arguments = d.graph_arguments();
   arguments.emplace_back(d.keys.to(d.model->device));
-  d.edge_index = d.call_no_grad("domain_graph", std::move(arguments)).toTensor();
-  if (d.edge_index.dim() != 2 || d.edge_index.size(0) != 2)
-    throw Error("artifact domain_graph() output has shape " + shape_of(d.edge_index) + ", expected (2, E)");
-  const std::int64_t edges = d.edge_index.size(1);
-  auto geometry = Impl::tensors(d.call_no_grad("domain_geometry", {d.positions, d.edge_index}),
+  at::Tensor edges_in_host_rows = d.call_no_grad("domain_graph", std::move(arguments)).toTensor();
+  if (edges_in_host_rows.dim() != 2 || edges_in_host_rows.size(0) != 2)
+    throw Error("artifact domain_graph() output has shape " + shape_of(edges_in_host_rows) + ", expected (2, E)");
+  const std::int64_t edges = edges_in_host_rows.size(1);
+  // Active rows: owned rows, then the ghost rows that are edge sources, in host order.
+  at::Tensor host_edges = edges_in_host_rows.to(at::kCPU, at::kLong).contiguous();
+  if (edges > 0) {
+    const auto [lowest, highest] = std::pair{host_edges.min().item<std::int64_t>(), host_edges.max().item<std::int64_t>()};
+    const auto highest_target = host_edges[1].max().item<std::int64_t>();
+    if (lowest < 0 || highest >= d.total || highest_target >= d.n)
+      throw Error("artifact domain_graph() returned edges outside the atoms (targets must be owned)");
+  }
+  at::Tensor used = at::zeros({d.total}, at::kBool);
+  used.narrow(0, 0, d.n).fill_(true);
+  used.index_fill_(0, host_edges[0], true);
+  d.rows = used.nonzero().view({-1});
+  at::Tensor active_index = at::full({d.total}, -1, at::kLong);
+  active_index.index_copy_(0, d.rows, at::arange(d.active(), at::kLong));
+  d.edge_index = active_index.index_select(0, host_edges.view({-1})).view({2, edges}).to(d.model->device);
+  d.active_positions = d.positions.index_select(0, d.rows.to(d.model->device));
+  auto geometry = Impl::tensors(d.call_no_grad("domain_geometry", {d.active_positions, d.edge_index}),
                                 "domain_geometry", 2);
   d.edge_rbf = geometry[0];
   d.edge_unit = geometry[1];
   if (d.edge_rbf.dim() != 2 || d.edge_rbf.size(0) != edges)
     throw Error("artifact domain_geometry() rbf has shape " + shape_of(d.edge_rbf) + ", expected (E, R)");
   d.expect_shape(d.edge_unit, {edges, 3}, "domain_geometry() unit vectors");
-  auto embedding = Impl::tensors(d.call_no_grad("domain_embed", {d.numbers}), "domain_embed", 2);
-  d.expect_shape(embedding[0], {d.total, d.hidden}, "domain_embed() x");
-  d.join(d.features, embedding[0], embedding[1], "domain_embed() vec");
+  at::Tensor active_numbers = d.numbers.index_select(0, d.rows.to(d.model->device));
+  auto embedding = Impl::tensors(d.call_no_grad("domain_embed", {active_numbers}), "domain_embed", 2);
+  d.join_active(d.features, embedding[0], embedding[1], "domain_embed() output");
   d.built = true;
 }
+
+std::size_t Domain::num_active() const { return static_cast<std::size_t>(impl_->active()); }
 
 std::size_t Domain::num_edges() const {
   return impl_->edge_index.defined() ? static_cast<std::size_t>(impl_->edge_index.size(1)) : 0;
@@ -238,14 +291,13 @@ void Domain::layer(int k) {
   Impl& d = *impl_;
   d.require_built("layer");
   if (k < 0 || k >= d.num_layers) throw Error("layer " + std::to_string(k) + " out of range");
-  auto [x, vec] = d.split(d.features, d.total);
+  auto [x, vec] = d.split_active(d.features);
   if (d.gradient) d.layer_inputs[k] = {x, vec};
   auto output = Impl::tensors(
       d.call_no_grad("domain_layer", {c10::IValue(static_cast<std::int64_t>(k)), x, vec, d.edge_index, d.edge_rbf,
                                       d.edge_unit, c10::IValue(d.n)}),
       "domain_layer", 2);
-  d.expect_shape(output[0], {d.n, d.hidden}, "domain_layer() x");
-  d.join(d.features, output[0], output[1], "domain_layer() vec");
+  d.join_owned(d.features, output[0], output[1], "domain_layer() output");
   d.last_x = output[0];
   d.last_vec = output[1];
 }
@@ -273,9 +325,8 @@ void Domain::readout_backward() {
   if (!d.last_x.defined()) throw Error("Domain::readout_backward() before the layers");
   auto output = Impl::tensors(d.call("domain_readout_backward", {d.last_x, d.last_vec}),
                               "domain_readout_backward", 2);
-  d.expect_shape(output[0], {d.n, d.hidden}, "domain_readout_backward() grad_x");
   d.gradients = at::zeros_like(d.features);
-  d.join(d.gradients, output[0], output[1], "domain_readout_backward() grad_vec");
+  d.join_owned(d.gradients, output[0], output[1], "domain_readout_backward() output");
 }
 
 void Domain::layer_backward(int k) {
@@ -283,14 +334,13 @@ void Domain::layer_backward(int k) {
   if (k < 0 || k >= d.num_layers || !d.layer_inputs[k].first.defined())
     throw Error("layer_backward(" + std::to_string(k) + ") without its forward layer");
   if (!d.gradients.defined()) throw Error("Domain::layer_backward() before readout_backward()");
-  auto [grad_x, grad_vec] = d.split(d.gradients, d.n);
+  auto [grad_x, grad_vec] = d.split_owned(d.gradients);
   const auto& [x_in, vec_in] = d.layer_inputs[k];
   auto output = Impl::tensors(
       d.call("domain_layer_backward", {c10::IValue(static_cast<std::int64_t>(k)), x_in, vec_in, d.edge_index,
                                        d.edge_rbf, d.edge_unit, c10::IValue(d.n), grad_x, grad_vec}),
       "domain_layer_backward", 4);
-  d.expect_shape(output[0], {d.total, d.hidden}, "domain_layer_backward() grad_x");
-  d.join(d.gradients, output[0], output[1], "domain_layer_backward() grad_vec");
+  d.join_active(d.gradients, output[0], output[1], "domain_layer_backward() input gradients");
   d.expect_shape(output[2], {d.edge_rbf.size(0), d.edge_rbf.size(1)}, "domain_layer_backward() grad_rbf");
   d.expect_shape(output[3], {d.edge_unit.size(0), 3}, "domain_layer_backward() grad_unit");
   if (d.grad_rbf.defined()) {
@@ -307,9 +357,11 @@ void Domain::gradient_forces_on(std::vector<double>& forces) {
   Impl& d = *impl_;
   if (!d.grad_rbf.defined()) throw Error("Domain::gradient_forces_on() before layer_backward()");
   at::Tensor grad_positions =
-      d.call("domain_geometry_backward", {d.positions, d.edge_index, d.grad_rbf, d.grad_unit}).toTensor();
-  d.expect_shape(grad_positions, {d.total, 3}, "domain_geometry_backward() output");
-  forces = to_doubles(grad_positions);
+      d.call("domain_geometry_backward", {d.active_positions, d.edge_index, d.grad_rbf, d.grad_unit}).toTensor();
+  d.expect_shape(grad_positions, {d.active(), 3}, "domain_geometry_backward() output");
+  at::Tensor all_rows = at::zeros({d.total, 3}, at::kDouble);
+  all_rows.index_copy_(0, d.rows, grad_positions.detach().to(at::kCPU, at::kDouble));
+  forces = to_doubles(all_rows);
   for (double& f : forces) f *= -d.force_scale;
   if (d.force_offset != 0.0)
     for (std::size_t i = 0; i < 3 * static_cast<std::size_t>(d.n); ++i) forces[i] += d.force_offset;

@@ -87,9 +87,14 @@ class Domain {
   std::int64_t* capped_keys();
 
   // domain_graph(), domain_geometry(), domain_embed(): the edges (targets
-  // owned, sources any row) and the initial features of all num_total rows.
+  // owned, sources any row) and the initial features. From here on the
+  // artifact sees the "active" rows only: the owned rows and the ghost rows
+  // that are the source of an edge (the others cannot change an owned
+  // atom's result). Host buffers keep all rows; rows that are not active
+  // read as zero in features() after build() and in gradients().
   void build();
   std::size_t num_edges() const;
+  std::size_t num_active() const;
 
   // num_total x feature_width(): the current layer's input features.
   double* features();
@@ -111,8 +116,9 @@ class Domain {
   void readout_backward();
   // domain_layer_backward(k): reads the owned rows of gradients() (the
   // gradient of layer k's output, ghost contributions already summed in),
-  // writes all rows with the gradient of its input; the host then adds the
-  // ghost rows into their owners' rows (not needed after layer 0).
+  // writes all rows with the gradient of its input (zero on rows that are
+  // not active); the host then adds the ghost rows into their owners' rows
+  // (not needed after layer 0).
   void layer_backward(int k);
   // domain_geometry_backward() and domain_force_convention(): forces on all
   // num_total rows (num_total x 3, eV/Angstrom). Ghost rows are
