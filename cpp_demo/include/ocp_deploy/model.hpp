@@ -1,7 +1,7 @@
 // ocp_deploy/model.hpp - load and evaluate an ocp-deploy TorchScript artifact.
 //
 // This header deliberately exposes no torch (or LAMMPS) type: the LibTorch
-// code lives behind a pimpl in src/model.cpp, so translation units that
+// code lives behind a pimpl in src/model.cpp (and src/domain.cpp), so translation units that
 // include LAMMPS headers (which drag in their own fmt) never see torch headers.
 //
 // Artifact contract (format "ocp-deploy", format_version 1):
