@@ -4,6 +4,8 @@ Random weights (the modules' own initialisation, seeded) in the trainer
 format; each export is verified by the exporter against the eager rewrite on
 its probe, and here both artifacts are compared with the eager rewrite on an
 81-atom Pt(111) slab with an O adsorbate (tags 0/1/2: quadruplets present).
+The checkpoints and exports come from the session's ``export_artifact``
+(conftest ``GENERATED_CHECKPOINTS``), made while other tests run.
 """
 
 import sys
@@ -13,10 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from ocpdeploy.exporter import export_checkpoint
+from conftest import checkpoint_path
 from ocpdeploy.exporter.checkpoint import load_rewrite
 from ocpdeploy.exporter.deployed import PhysicalModel
-from ocpdeploy.exporter.random_checkpoint import PUBLISHED, write_random_checkpoint
 from ocpdeploy.runtime import load_model
 from ocpdeploy.runtime.structures import atoms_to_arrays
 
@@ -40,17 +41,15 @@ def _eager(checkpoint, atoms):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["gemnet_oc_base", "painn_h512"])
-def test_published_configuration_exports_both_ways_and_runs_on_a_slab(tmp_path, name):
-    model_name, attributes = PUBLISHED[name]
-    checkpoint = tmp_path / f"{name}.pt"
-    write_random_checkpoint(model_name, attributes, checkpoint, seed=0, noise=0.0)
+def test_published_configuration_exports_both_ways_and_runs_on_a_slab(export_artifact, name):
+    checkpoint = checkpoint_path(name, export_artifact.directory)
     atoms = structure("slab_81")
     energy, forces, prepared = _eager(checkpoint, atoms)
     if name == "gemnet_oc_base":
         assert prepared["quad_out"].shape[0] > 0 and prepared["a2a_edge_index"].shape[1] > 0
     assert np.isfinite(energy) and np.isfinite(forces).all() and np.abs(forces).max() > 0
-    for format, suffix in (("torchscript", "_ts.pt"), ("onnx", ".onnx")):
-        path = export_checkpoint(str(checkpoint), str(tmp_path / f"{name}{suffix}"), format=format).path
+    for format in ("torchscript", "onnx"):
+        path = export_artifact(name, format)
         result = load_model(path, threads=2 if format == "onnx" else None).predict(atoms)
         assert abs(result["energy"] - energy) <= 1e-5 * abs(energy) + 1e-4, format
         assert np.abs(result["forces"] - forces).max() <= 1e-4 * np.abs(forces).max() + 1e-5, format
