@@ -10,7 +10,13 @@ bulk cells, in Debian's ``lmp_ocp`` (built from cpp_demo unless
 and ``WARMUP_STEPS`` NVE steps untimed (TorchScript's profiling executor
 optimises after its first calls), then ``--steps`` timed steps; time per
 step = LAMMPS's "Loop time" of the timed run / steps (one force call per
-step, neighbour lists and communication included).
+step, neighbour lists and communication included), and the CPU time per step
+of rank 0's process (LAMMPS's "% CPU use" of the loop, all LibTorch threads;
+MPI waits busy-poll, so on an idle machine it is the wall time times the
+threads). On a shared machine the wall time depends on the other processes;
+the CPU time much less, so the table gives both, and the scaling tables use
+the CPU time per rank and thread as the estimate of an idle machine's wall
+time.
 
 Configurations, for each size N (atoms) and for the weak-scaling partners:
 
@@ -27,6 +33,7 @@ naming the machine, the date and the command.
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import re
@@ -64,7 +71,7 @@ PROC_STAT = Path("/proc/stat")
 QUIET_CORES = 0.3
 QUIET_SAMPLE_S = 3.0
 QUIET_POLL_S = 10.0
-QUIET_WAIT_S = 900.0
+QUIET_WAIT_S = 120.0
 CPUINFO = Path("/proc/cpuinfo")
 MEMINFO = Path("/proc/meminfo")
 ISA_NAMES = {"avx512f": "AVX-512", "avx2": "AVX2"}  # widest first
@@ -112,11 +119,11 @@ def busy_cores(seconds: float = QUIET_SAMPLE_S) -> float:
     return (busy1 - busy0) / max(total1 - total0, 1.0) * (os.cpu_count() or 1)
 
 
-def wait_until_quiet() -> float:
-    """Waits for the other processes to leave the cores (at most QUIET_WAIT_S); returns the last sample."""
+def wait_until_quiet(limit_s: float = QUIET_WAIT_S) -> float:
+    """Waits for the other processes to leave the cores (at most ``limit_s``); returns the last sample."""
     start = time.monotonic()
     load = busy_cores()
-    while load > QUIET_CORES and time.monotonic() - start < QUIET_WAIT_S:
+    while load > QUIET_CORES and time.monotonic() - start < limit_s:
         print(f"  other processes keep {load:.1f} cores busy; waiting", flush=True)
         time.sleep(QUIET_POLL_S)
         load = busy_cores()
@@ -163,12 +170,15 @@ def script(data: Path, artifact: Path, threads: int, keywords: str, steps: int) 
 
 
 LOOP = re.compile(r"Loop time of ([0-9.eE+-]+) on (\d+) procs for (\d+) steps")
+# LAMMPS: the CPU time of rank 0's process (all its threads) over the loop's wall time.
+CPU_USE = re.compile(r"([0-9.]+)% CPU use with (\d+) MPI tasks x (\d+) OpenMP threads")
 NGHOST = re.compile(r"Nghost:\s+([0-9.]+) ave")
 # pair ocp's setup line (domain path, rank 0).
 ACTIVE = re.compile(r"rank 0 at setup: (\d+) owned atoms, (\d+) ghost atoms, of which (\d+) are edge sources; (\d+) edges")
 
 
-def run(lmp_ocp: Path, natoms: int, label: str, artifact: Path, steps: int, folder: Path) -> Dict[str, float]:
+def run(lmp_ocp: Path, natoms: int, label: str, artifact: Path, steps: int, folder: Path,
+        quiet_wait_s: float = QUIET_WAIT_S) -> Dict[str, float]:
     ranks, threads, keywords = CONFIGS[label]
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "data.lmp"
@@ -179,7 +189,7 @@ def run(lmp_ocp: Path, natoms: int, label: str, artifact: Path, steps: int, fold
         command = [str(common.OPENMPI_MPIRUN), "-np", str(ranks), "--oversubscribe", "--bind-to", "core"] + command
     env = helpers.host_environment()
     env["OMP_NUM_THREADS"] = str(threads)
-    load_before = wait_until_quiet()
+    load_before = wait_until_quiet(quiet_wait_s)
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, cwd=folder, env=env, timeout=RUN_TIMEOUT_S)
     wall = time.perf_counter() - start
@@ -192,9 +202,17 @@ def run(lmp_ocp: Path, natoms: int, label: str, artifact: Path, steps: int, fold
     rows = common.thermo_rows(output, 5)
     ghosts = NGHOST.findall(output)
     active = ACTIVE.findall(output)
-    return {"s_per_step": float(seconds) / int(timed_steps), "wall_s": wall, "pe_step0": rows[0][1],
+    cpu_use = CPU_USE.findall(output)
+    cpu_fraction = float(cpu_use[-1][0]) / 100.0 if cpu_use else float("nan")
+    return {"s_per_step": float(seconds) / int(timed_steps),
+            "cpu_s_per_step": float(seconds) / int(timed_steps) * cpu_fraction, "wall_s": wall, "pe_step0": rows[0][1],
             "ghosts_per_rank": float(ghosts[-1]) if ghosts else float("nan"), "atoms_per_rank": natoms / ranks,
             "active_ghosts_rank0": float(active[-1][2]) if active else float("nan"), "load_before": load_before}
+
+
+def idle_estimate(label: str, r: Dict[str, float]) -> float:
+    """Idle-machine wall time per step: rank 0's CPU time per step / its threads."""
+    return r["cpu_s_per_step"] / CONFIGS[label][1]
 
 
 def render(results: Dict[Tuple[int, str], Dict[str, float]], args, command: str, machine_text: str) -> str:
@@ -213,17 +231,18 @@ def render(results: Dict[Tuple[int, str], Dict[str, float]], args, command: str,
         "Other load: cores busy just before the run (the runs wait for < "
         f"{QUIET_CORES} cores; the machine may be shared).",
         "",
-        "| atoms | configuration | atoms per rank | ghost atoms per rank | evaluated ghosts (rank 0) | s / step | "
-        "pe at step 0 (eV) | other load (cores) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| atoms | configuration | atoms per rank | ghost atoms per rank | evaluated ghosts (rank 0) | wall s / step | "
+        "CPU s / step (rank 0) | pe at step 0 (eV) | other load (cores) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for (natoms, label), r in sorted(results.items()):
         ghosts = active = "-"
         if label.startswith("domain"):
             ghosts, active = f"{r['ghosts_per_rank']:.0f}", f"{r['active_ghosts_rank0']:.0f}"
         lines.append(f"| {natoms} | {label} | {r['atoms_per_rank']:.0f} | {ghosts} | {active} | "
-                     f"{r['s_per_step']:.2f} | {r['pe_step0']:.4f} | {r['load_before']:.2f} |")
-    lines += ["", "Strong scaling (same cell, speed-up = 1-rank time / 2-rank time):", "",
+                     f"{r['s_per_step']:.2f} | {r['cpu_s_per_step']:.2f} | {r['pe_step0']:.4f} | {r['load_before']:.2f} |")
+    lines += ["", "Strong scaling (same cell, speed-up = 1-rank time / 2-rank time, idle-machine estimates from CPU "
+              "time per rank and thread; wall-time ratio in brackets):", "",
               "| atoms | whole 1x1 / domain 2x1 | whole 1x2 / domain 2x1 | domain 1x1 / domain 2x1 |", "|---|---|---|---|"]
     for natoms in sorted({n for n, _ in results}):
         two = results.get((natoms, "domain 2x1"))
@@ -232,9 +251,11 @@ def render(results: Dict[Tuple[int, str], Dict[str, float]], args, command: str,
         ratios = []
         for label in ("whole 1x1", "whole 1x2", "domain 1x1"):
             one = results.get((natoms, label))
-            ratios.append(f"{one['s_per_step'] / two['s_per_step']:.2f}" if one else "-")
+            ratios.append(f"{idle_estimate(label, one) / idle_estimate('domain 2x1', two):.2f} "
+                          f"({one['s_per_step'] / two['s_per_step']:.2f})" if one else "-")
         lines.append(f"| {natoms} | " + " | ".join(ratios) + " |")
-    lines += ["", "Weak scaling (N atoms on 1 rank, 2N on 2 ranks; efficiency = 1-rank time / 2-rank time, ideal 1):",
+    lines += ["", "Weak scaling (N atoms on 1 rank, 2N on 2 ranks; efficiency = 1-rank time / 2-rank time, ideal 1; "
+              "idle-machine estimates, wall-time ratio in brackets):",
               "", "| N -> 2N | whole 1x1 (N) / domain 2x1 (2N) | domain 1x1 (N) / domain 2x1 (2N) |", "|---|---|---|"]
     for small, large in WEAK_PARTNER.items():
         two = results.get((large, "domain 2x1"))
@@ -243,7 +264,8 @@ def render(results: Dict[Tuple[int, str], Dict[str, float]], args, command: str,
         ratios = []
         for label in ("whole 1x1", "domain 1x1"):
             one = results.get((small, label))
-            ratios.append(f"{one['s_per_step'] / two['s_per_step']:.2f}" if one else "-")
+            ratios.append(f"{idle_estimate(label, one) / idle_estimate('domain 2x1', two):.2f} "
+                          f"({one['s_per_step'] / two['s_per_step']:.2f})" if one else "-")
         lines.append(f"| {small} -> {large} | " + " | ".join(ratios) + " |")
     return "\n".join(lines) + "\n"
 
@@ -256,9 +278,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="timed MD steps per configuration")
     parser.add_argument("--forces", default="direct", choices=["direct", "conservative"])
     parser.add_argument("--configs", default=",".join(CONFIGS), help="subset of: " + ", ".join(CONFIGS))
+    parser.add_argument("--quiet-wait", type=float, default=QUIET_WAIT_S,
+                        help="longest wait (s) before each run for other processes to leave the cores")
     parser.add_argument("--lmp-ocp", type=Path, help="an lmp_ocp executable (default: build cpp_demo)")
     parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "lammps_mpi.md")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "lammps_mpi.md",
+                        help="markdown result; the raw numbers go to the same name with .json")
+    parser.add_argument("--merge", type=Path, help="a previous run's .json: its configurations are kept, not rerun")
     args = parser.parse_args()
     command = "python benchmarks/lammps_mpi.py " + " ".join(sys.argv[1:])
     work = args.work or Path(tempfile.mkdtemp(prefix="ocp-lammps-mpi-"))
@@ -282,16 +308,21 @@ def main() -> None:
             if natoms in WEAK_PARTNER:
                 plan += [(WEAK_PARTNER[natoms], label) for label in labels if CONFIGS[label][0] > 1]
     results: Dict[Tuple[int, str], Dict[str, float]] = {}
+    if args.merge:
+        for key, value in json.loads(args.merge.read_text()).items():
+            natoms, label = key.split(" ", 1)
+            results[(int(natoms), label)] = value
     for natoms, label in plan:
         if (natoms, label) in results:
             continue
         folder = work / f"{natoms}_{label.replace(' ', '_')}"
-        results[(natoms, label)] = r = run(lmp_ocp, natoms, label, artifact, args.steps, folder)
-        print(f"{natoms:6d} atoms  {label:11s}  {r['s_per_step']:8.2f} s/step  (run {r['wall_s']:.0f} s, "
+        results[(natoms, label)] = r = run(lmp_ocp, natoms, label, artifact, args.steps, folder, args.quiet_wait)
+        print(f"{natoms:6d} atoms  {label:11s}  {r['s_per_step']:8.2f} s/step, CPU {r['cpu_s_per_step']:.2f} s  (run {r['wall_s']:.0f} s, "
               f"pe {r['pe_step0']:.4f}, ghosts/rank {r['ghosts_per_rank']:.0f}, "
               f"evaluated {r['active_ghosts_rank0']:.0f}, other load {r['load_before']:.2f} cores)", flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(render(results, args, command, machine()))  # after every run: partial results survive
+        args.out.with_suffix(".json").write_text(json.dumps({f"{n} {l}": r for (n, l), r in results.items()}, indent=1))
     print(f"wrote {args.out}")
 
 
