@@ -253,7 +253,8 @@ def render(results: Dict[Tuple[int, str], Dict[str, float]], args, command: str,
             one = results.get((natoms, label))
             ratios.append(f"{idle_estimate(label, one) / idle_estimate('domain 2x1', two):.2f} "
                           f"({one['s_per_step'] / two['s_per_step']:.2f})" if one else "-")
-        lines.append(f"| {natoms} | " + " | ".join(ratios) + " |")
+        if any(ratio != "-" for ratio in ratios):
+            lines.append(f"| {natoms} | " + " | ".join(ratios) + " |")
     lines += ["", "Weak scaling (N atoms on 1 rank, 2N on 2 ranks; efficiency = 1-rank time / 2-rank time, ideal 1; "
               "idle-machine estimates, wall-time ratio in brackets):",
               "", "| N -> 2N | whole 1x1 (N) / domain 2x1 (2N) | domain 1x1 (N) / domain 2x1 (2N) |", "|---|---|---|"]
