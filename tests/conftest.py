@@ -1,5 +1,6 @@
 """Shared fixtures: reference data (a copy of the fairchem-core 1.10.0 fixtures) and exported artifacts."""
 
+import contextlib
 import json
 import os
 import signal
@@ -213,6 +214,18 @@ class _Background:
                 return not os.path.exists(f"{path}.done")
             time.sleep(BACKGROUND_POLL_S)
 
+    @contextlib.contextmanager
+    def paused(self):
+        """The second process stopped (SIGSTOP) for the block: bit-for-bit repeatability checks run without it."""
+        running = self.process is not None and self.process.poll() is None
+        if running:
+            os.killpg(self.process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            if running:
+                os.killpg(self.process.pid, signal.SIGCONT)
+
     def stop(self):
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
@@ -253,6 +266,9 @@ def export_artifact(tmp_path_factory, request):
         return cache[key]
 
     export.directory = directory
+    # ``with export_artifact.paused():`` around checks that a run repeats bit for bit
+    # (with no export_artifact call inside: the export it waits for would be stopped too).
+    export.paused = background.paused
     return export
 
 
