@@ -494,7 +494,7 @@ ISA_NAMES = {"avx512f": "AVX-512", "avx2": "AVX2"}  # widest first
 KIB_PER_GIB = 1024 * 1024
 
 
-def machine_description(threads: int) -> str:
+def machine_description(threads: Optional[int] = None) -> str:
     """CPU model, instruction set, cores, memory and threads: what a benchmark's numbers depend on."""
     model, isa = platform.processor() or platform.machine(), "unknown ISA"
     if CPUINFO.is_file():
@@ -509,7 +509,8 @@ def machine_description(threads: int) -> str:
         memory = f", {total_kib / KIB_PER_GIB:.0f} GiB"
     import torch  # the coordinator imports torch lazily, like its workers
 
-    return f"{model}, {isa}, {os.cpu_count()} cores{memory}, {threads} threads, torch {torch.__version__}"
+    thread_text = "" if threads is None else f", {threads} threads"
+    return f"{model}, {isa}, {os.cpu_count()} cores{memory}{thread_text}, torch {torch.__version__}"
 
 
 def render_markdown(results: Dict[str, Any]) -> str:

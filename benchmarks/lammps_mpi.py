@@ -35,7 +35,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -51,6 +50,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 import numpy as np  # noqa: E402
 from ase.build import bulk  # noqa: E402
 
+from compare import MATMUL_SIZE, machine_description, matmul_peak_gflops  # noqa: E402  (the benchmarks' machine record)
 import cpp_helpers as helpers  # noqa: E402  (lmp_ocp build, LAMMPS data files, environment)
 import lammps_common as common  # noqa: E402  (Open MPI launcher)
 
@@ -72,10 +72,6 @@ QUIET_CORES = 0.3
 QUIET_SAMPLE_S = 3.0
 QUIET_POLL_S = 10.0
 QUIET_WAIT_S = 120.0
-CPUINFO = Path("/proc/cpuinfo")
-MEMINFO = Path("/proc/meminfo")
-ISA_NAMES = {"avx512f": "AVX-512", "avx2": "AVX2"}  # widest first
-KIB_PER_GIB = 1024 * 1024
 
 # label -> (ranks, threads per rank, pair_style keywords)
 CONFIGS = {
@@ -87,19 +83,8 @@ CONFIGS = {
 
 
 def machine() -> str:
-    model, isa = platform.processor() or platform.machine(), "unknown ISA"
-    if CPUINFO.is_file():
-        text = CPUINFO.read_text()
-        names = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]
-        flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-        model = names[0] if names else model
-        isa = next((name for flag, name in ISA_NAMES.items() if flag in flags), "no AVX2")
-    memory = ""
-    if MEMINFO.is_file():
-        memory = f", {int(MEMINFO.read_text().split()[1]) / KIB_PER_GIB:.0f} GiB"
-    import torch
-
-    return f"{model}, {isa}, {os.cpu_count()} cores{memory}, torch {torch.__version__}"
+    """CPU model, instruction set, cores, memory, torch and the fp32 matmul peak measured now (one thread)."""
+    return f"{machine_description()}; fp32 matmul peak {matmul_peak_gflops(1):.0f} GFLOP/s (one thread, torch.mm {MATMUL_SIZE}^2)"
 
 
 def _cpu_times() -> Tuple[float, float]:
@@ -313,6 +298,7 @@ def main() -> None:
         for key, value in json.loads(args.merge.read_text()).items():
             natoms, label = key.split(" ", 1)
             results[(int(natoms), label)] = value
+    machine_text = machine()
     for natoms, label in plan:
         if (natoms, label) in results:
             continue
@@ -322,7 +308,7 @@ def main() -> None:
               f"pe {r['pe_step0']:.4f}, ghosts/rank {r['ghosts_per_rank']:.0f}, "
               f"evaluated {r['active_ghosts_rank0']:.0f}, other load {r['load_before']:.2f} cores)", flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(render(results, args, command, machine()))  # after every run: partial results survive
+        args.out.write_text(render(results, args, command, machine_text))  # after every run: partial results survive
         args.out.with_suffix(".json").write_text(json.dumps({f"{n} {l}": r for (n, l), r in results.items()}, indent=1))
     print(f"wrote {args.out}")
 
