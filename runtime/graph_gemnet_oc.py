@@ -2,9 +2,11 @@
 
 Reproduces ``GemNetOC.get_graphs_and_indices`` of fairchem-core 1.10
 (``models/gemnet_oc/gemnet_oc.py`` and ``interaction_indices.py``) without
-torch_sparse / torch_scatter. It runs in TorchScript and in eager Python (not
-in ONNX: it uses stable sorts and data-dependent sizes); the model core
-consumes its output.
+torch_sparse / torch_scatter. It runs in TorchScript, in eager Python and inside
+exported programs (``torch.export`` for ONNX and AOTInductor: stable orders
+come from ``sorting.py``, data-dependent sizes from ``nonzero`` and
+``repeat_interleave``, and no tensor value is read on the host); the model
+core consumes its output.
 
 Conventions
 -----------
@@ -79,6 +81,7 @@ from torch import Tensor, nn
 
 from .radius_graph import batched_radius_graph_pbc, cap_neighbors
 from .slots import group_offsets, inner_index, slots
+from .sorting import expand_groups, inverse_permutation, nonzero_1d, stable_argsort
 
 # Keys of the returned dictionary (see module docstring for shapes).
 MAIN_EDGE_INDEX: Final[str] = "main_edge_index"  # (2, E) int64
@@ -175,8 +178,8 @@ def _neighbor_lists(
     Returns ``(order, first, counts)``: the entries of atom ``a`` are
     ``order[first[a] : first[a] + counts[a]]``.
     """
-    by_key = torch.sort(sort_key, stable=True).indices
-    by_center = torch.sort(center_of_entry[by_key], stable=True).indices
+    by_key = stable_argsort(sort_key)
+    by_center = stable_argsort(center_of_entry[by_key])
     order = by_key[by_center]
     counts = torch.zeros(num_atoms, dtype=torch.long, device=center_of_entry.device)
     counts.index_add_(0, center_of_entry, torch.ones_like(center_of_entry))
@@ -188,14 +191,10 @@ def _expand(query_atom: Tensor, order: Tensor, first: Tensor, counts: Tensor) ->
 
     Returns ``(query_id, entry_id)``, sorted by query id.
     """
-    device = query_atom.device
     per_query = counts[query_atom]
-    query_id = torch.repeat_interleave(torch.arange(query_atom.shape[0], device=device), per_query)
-    start = torch.repeat_interleave(first[query_atom], per_query)
-    within = torch.arange(query_id.shape[0], device=device) - torch.repeat_interleave(
-        group_offsets(per_query), per_query
-    )
-    return query_id, order[start + within]
+    query_id = expand_groups(per_query)
+    within = torch.arange(query_id.shape[0], device=query_atom.device) - group_offsets(per_query)[query_id]
+    return query_id, order[first[query_atom[query_id]] + within]
 
 
 def _any_nonzero(offsets: Tensor) -> Tensor:
@@ -302,15 +301,15 @@ class GemNetOCGraph(nn.Module):
     ) -> Tuple[Tensor, Tensor, Tensor]:
         """``subselect_graph``: cutoff filter and cap, only where they differ."""
         if not _isclose(cutoff, cutoff_orig):
-            keep = distance <= cutoff
-            edge_index = edge_index[:, keep]
-            cell_offsets = cell_offsets[keep]
-            distance = distance[keep]
+            keep = nonzero_1d(distance <= cutoff)
+            edge_index = edge_index.index_select(1, keep)
+            cell_offsets = cell_offsets.index_select(0, keep)
+            distance = distance.index_select(0, keep)
         if max_neighbors != max_neighbors_orig:
-            keep = _cap_by_distance(edge_index[1], distance, num_atoms, max_neighbors)
-            edge_index = edge_index[:, keep]
-            cell_offsets = cell_offsets[keep]
-            distance = distance[keep]
+            keep = nonzero_1d(_cap_by_distance(edge_index[1], distance, num_atoms, max_neighbors))
+            edge_index = edge_index.index_select(1, keep)
+            cell_offsets = cell_offsets.index_select(0, keep)
+            distance = distance.index_select(0, keep)
         return edge_index, cell_offsets, distance
 
     def _symmetrize(self, edge_index: Tensor, cell_offsets: Tensor, edge_batch: Tensor,
@@ -323,7 +322,7 @@ class GemNetOCGraph(nn.Module):
         oz = cell_offsets[:, 2]
         cell_earlier = (ox < 0) | ((ox == 0) & (oy < 0)) | ((ox == 0) & (oy == 0) & (oz < 0))
         keep = (source < target) | ((source == target) & cell_earlier)
-        kept_ids = torch.nonzero(keep).reshape(-1)
+        kept_ids = nonzero_1d(keep)
         kept_batch = edge_batch[kept_ids]
         counts = torch.zeros(num_structures, dtype=torch.long, device=source.device)
         counts.index_add_(0, kept_batch, torch.ones_like(kept_batch))
@@ -355,9 +354,8 @@ class GemNetOCGraph(nn.Module):
         ties keep their symmetrised order). ``id_swap`` is remapped to the new
         edge ids: ``new_id_swap = inverse[id_swap[perm]]``.
         """
-        perm = torch.sort(edge_index[1], stable=True).indices
-        inverse = torch.empty_like(perm)
-        inverse[perm] = torch.arange(perm.shape[0], dtype=perm.dtype, device=perm.device)
+        perm = stable_argsort(edge_index[1])
+        inverse = inverse_permutation(perm)
         return edge_index[:, perm], cell_offsets[perm], inverse[id_swap[perm]]
 
     # ----------------------------------------------------------------- indices
@@ -365,8 +363,8 @@ class GemNetOCGraph(nn.Module):
         """``get_triplets``: (in, out) for b->a<-c, in != out (edge ids)."""
         order, first, counts = _neighbor_lists(edge_index[1], edge_index[0], num_atoms)
         out, edge_in = _expand(edge_index[1], order, first, counts)
-        keep = edge_in != out
-        return edge_in[keep], out[keep]
+        keep = nonzero_1d(edge_in != out)
+        return edge_in.index_select(0, keep), out.index_select(0, keep)
 
     def _mixed_triplets(
         self, in_index: Tensor, in_offsets: Tensor, out_index: Tensor, out_offsets: Tensor,
@@ -388,8 +386,8 @@ class GemNetOCGraph(nn.Module):
         else:
             atom_out = out_index[0][out]
             offsets_sum = out_offsets[out] - in_offsets[edge_in]
-        keep = (atom_in != atom_out) | _any_nonzero(offsets_sum)
-        return edge_in[keep], out[keep]
+        keep = nonzero_1d((atom_in != atom_out) | _any_nonzero(offsets_sum))
+        return edge_in.index_select(0, keep), out.index_select(0, keep)
 
     def _quadruplets(
         self, main_index: Tensor, main_offsets: Tensor, qint_index: Tensor, qint_offsets: Tensor,
@@ -408,26 +406,22 @@ class GemNetOCGraph(nn.Module):
         per_inter.index_add_(0, trip_in_out, torch.ones_like(trip_in_out))
         first_in = group_offsets(per_inter)
         per_trip_out = per_inter[trip_out_in]
-        trip_out_to_quad = torch.repeat_interleave(
-            torch.arange(trip_out_out.shape[0], device=device), per_trip_out
-        )
-        within = torch.arange(trip_out_to_quad.shape[0], device=device) - torch.repeat_interleave(
-            group_offsets(per_trip_out), per_trip_out
-        )
+        trip_out_to_quad = expand_groups(per_trip_out)
+        within = torch.arange(trip_out_to_quad.shape[0], device=device) - group_offsets(per_trip_out)[trip_out_to_quad]
         trip_in_to_quad = first_in[trip_out_in[trip_out_to_quad]] + within
         quad_out = trip_out_out[trip_out_to_quad]
         edge_db = trip_in_in[trip_in_to_quad]
         inter = trip_out_in[trip_out_to_quad]
         offsets_cd = main_offsets[edge_db] + qint_offsets[inter] - main_offsets[quad_out]
-        keep = (main_index[0][quad_out] != main_index[0][edge_db]) | _any_nonzero(offsets_cd)
+        keep = nonzero_1d((main_index[0][quad_out] != main_index[0][edge_db]) | _any_nonzero(offsets_cd))
         result: Dict[str, Tensor] = {
             "quad_trip_in_in": trip_in_in,
             "quad_trip_in_out": trip_in_out,
             "quad_trip_out_in": trip_out_in,
             "quad_trip_out_out": trip_out_out,
-            "quad_out": quad_out[keep],
-            "quad_trip_in_to_quad": trip_in_to_quad[keep],
-            "quad_trip_out_to_quad": trip_out_to_quad[keep],
+            "quad_out": quad_out.index_select(0, keep),
+            "quad_trip_in_to_quad": trip_in_to_quad.index_select(0, keep),
+            "quad_trip_out_to_quad": trip_out_to_quad.index_select(0, keep),
         }
         return result
 
@@ -447,7 +441,7 @@ class GemNetOCGraph(nn.Module):
         num_atoms = positions.shape[0]
         num_structures = natoms.shape[0]
         device = positions.device
-        batch = torch.repeat_interleave(torch.arange(num_structures, device=device), natoms)
+        batch = expand_groups(natoms, num_atoms)
         out: Dict[str, Tensor] = {}
 
         if self.use_a2a:
@@ -498,9 +492,9 @@ class GemNetOCGraph(nn.Module):
                     main_index, main_offsets, main_distance, num_atoms,
                     self.cutoff_qint, self.max_neighbors_qint, self.cutoff, self.max_neighbors,
                 )
-            keep = self._tag_filter(qint_index, tags)
-            qint_index = qint_index[:, keep]
-            qint_offsets = qint_offsets[keep]
+            keep = nonzero_1d(self._tag_filter(qint_index, tags))
+            qint_index = qint_index.index_select(1, keep)
+            qint_offsets = qint_offsets.index_select(0, keep)
             out["qint_edge_index"] = qint_index
             out["qint_cell_offsets"] = qint_offsets
 

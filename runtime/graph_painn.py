@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from .keys import CELL_OFFSETS, EDGE_INDEX, EDGE_KMAX, EDGE_SLOT
 from .radius_graph import batched_radius_graph_pbc
-from .slots import slots
+from .slots import group_offsets, slots
+from .sorting import expand_groups, nonzero_1d, stable_argsort
 
 
 def _lexicographically_negative(cell_offsets: Tensor) -> Tensor:
@@ -63,30 +64,33 @@ class PaiNNGraph(nn.Module):
         edge_index, cell_offsets, edges_per_structure = batched_radius_graph_pbc(
             positions, cell, pbc, natoms, self.cutoff, self.max_neighbors
         )
-        graph = self.symmetrize(edge_index, cell_offsets, edges_per_structure, positions.dtype)
+        batch = expand_groups(natoms, positions.shape[0])
+        graph = self.symmetrize(edge_index, cell_offsets, batch.index_select(0, edge_index[1]), natoms.shape[0], positions.dtype)
         slot, kmax = slots(graph[self.edge_index_key][1], positions.shape[0])
         graph[self.edge_slot_key] = slot
         graph[self.edge_kmax_key] = kmax
         return graph
 
     def symmetrize(
-        self, edge_index: Tensor, cell_offsets: Tensor, edges_per_structure: Tensor, dtype: torch.dtype
+        self, edge_index: Tensor, cell_offsets: Tensor, edge_structure: Tensor, num_structures: int, dtype: torch.dtype
     ) -> Dict[str, Tensor]:
-        """Symmetrise a radius graph (in reference order) and sort by target."""
+        """Symmetrise a radius graph (in reference order) and sort by target.
+
+        edge_index (2, E), cell_offsets (E, 3) int64 and edge_structure (E,),
+        the structure of every edge (structures contiguous).
+        """
         source = edge_index[0]
         target = edge_index[1]
-        keep = (source < target) | ((source == target) & _lexicographically_negative(cell_offsets))
-        kept_index = edge_index[:, keep]
-        kept_offsets = cell_offsets[keep]
+        keep = nonzero_1d((source < target) | ((source == target) & _lexicographically_negative(cell_offsets)))
+        kept_index = edge_index.index_select(1, keep)
+        kept_offsets = cell_offsets.index_select(0, keep)
         num_kept = kept_index.shape[1]
 
         # Structure of every kept edge, and kept edges per structure.
-        structure_of_edge = torch.repeat_interleave(
-            torch.arange(edges_per_structure.shape[0], device=edge_index.device), edges_per_structure
-        )[keep]
-        kept_per_structure = torch.zeros_like(edges_per_structure)
+        structure_of_edge = edge_structure.index_select(0, keep)
+        kept_per_structure = torch.zeros(num_structures, dtype=torch.long, device=edge_index.device)
         kept_per_structure.index_add_(0, structure_of_edge, torch.ones_like(structure_of_edge))
-        first_kept = torch.cumsum(kept_per_structure, dim=0) - kept_per_structure
+        first_kept = group_offsets(kept_per_structure)
 
         # Structure s with h_s kept edges starting at k0_s occupies output slots
         # [2 k0_s, 2 k0_s + 2 h_s): kept edge k -> k0_s + k, its flip -> k0_s + h_s + k.
@@ -96,11 +100,11 @@ class PaiNNGraph(nn.Module):
         order[start + kept_ids] = kept_ids
         order[start + kept_per_structure[structure_of_edge] + kept_ids] = kept_ids + num_kept
 
-        both_index = torch.cat([kept_index, kept_index.flip(0)], dim=1)[:, order]
-        both_offsets = torch.cat([kept_offsets, -kept_offsets], dim=0)[order]
+        both_index = torch.cat([kept_index, kept_index.flip(0)], dim=1).index_select(1, order)
+        both_offsets = torch.cat([kept_offsets, -kept_offsets], dim=0).index_select(0, order)
 
-        by_target = torch.sort(both_index[1], stable=True).indices
+        by_target = stable_argsort(both_index[1])
         return {
-            self.edge_index_key: both_index[:, by_target],
-            self.cell_offsets_key: both_offsets[by_target].to(dtype),
+            self.edge_index_key: both_index.index_select(1, by_target),
+            self.cell_offsets_key: both_offsets.index_select(0, by_target).to(dtype),
         }

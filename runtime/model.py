@@ -15,9 +15,15 @@ Three backends behind one interface (``DeployedModel``):
 (eV/A)}`` plus ``"stress"`` (3,3) for conservative artifacts on fully
 periodic structures; ``predict_many(list, batch_size)`` batches structures
 into one call each ``batch_size`` and returns the same per structure.
+
+Files that are not artifacts are refused before any loader runs, in one
+line naming what the file is (``filekind``: a trainer checkpoint gets the
+export command, a truncated archive is called damaged); a loader's own
+failure is quoted in whole sentences, never cut inside one.
 """
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -27,6 +33,7 @@ from ase import Atoms
 
 from .allocator import tune_malloc
 from .contract import INPUT_SHAPES_KEY, check_feeds
+from .filekind import error_reason, non_artifact_message
 from .graphs import build_graph
 from .keys import AOTI_DEVICE_KEY, AOTI_METADATA_KEY, RACE_FREE_KEY, ENERGY, FORCES, FORCES_DIRECT, METADATA_FILE, STRESS
 from .metadata import ArtifactError, check_metadata, from_onnx_props
@@ -41,6 +48,13 @@ ORT_LOG_FATAL_ONLY = 4
 TORCHSCRIPT_TRACEBACK = "The following operation failed in the TorchScript interpreter"
 # Intra-op threads for ONNX artifacts without race-free aggregation.
 SAFE_ONNX_CPU_THREADS = 1
+# ONNX Runtime prefixes its messages with "[ONNXRuntimeError] : <status code> : ".
+ORT_ERROR_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : ")
+# ONNX Runtime's status for bytes that do not parse as an ONNX protobuf (the
+# file kind was sniffed as ONNX, so the file is truncated or damaged).
+ORT_INVALID_PROTOBUF = "INVALID_PROTOBUF"
+# Characters of an inference failure's reason kept in an InferenceError.
+INFERENCE_REASON_CHARACTERS = 300
 
 
 def _device(device: str) -> torch.device:
@@ -161,7 +175,20 @@ def _first_line(error: BaseException) -> str:
     if not lines:
         return type(error).__name__
     line = lines[-1] if lines[0].startswith(TORCHSCRIPT_TRACEBACK) else lines[0]
-    return line[:300]
+    return error_reason(RuntimeError(line), INFERENCE_REASON_CHARACTERS)
+
+
+def _load_failure(path: str, error: BaseException, failure: str) -> ArtifactError:
+    """The error for a file a backend's loader refused.
+
+    What the file is when it is not an artifact of that suffix (a model
+    class can be built directly, without ``load_model``'s check), else
+    ``failure``, a sentence with ``{reason}`` for the loader's own words.
+    """
+    refusal = non_artifact_message(path) if Path(path).is_file() else None
+    if refusal is not None:
+        return ArtifactError(refusal)
+    return ArtifactError(failure.format(path=path, reason=error_reason(error)))
 
 
 class TorchScriptModel(DeployedModel):
@@ -174,7 +201,9 @@ class TorchScriptModel(DeployedModel):
         try:
             self.module = torch.jit.load(path, map_location=self.device, _extra_files=extra)
         except RuntimeError as error:
-            raise ArtifactError(f"{path}: not a TorchScript artifact ({str(error).strip().splitlines()[0][:200]})") from None
+            raise _load_failure(
+                path, error, "{path}: torch.jit.load cannot read this TorchScript archive ({reason}); export it again with the installed torch"
+            ) from None
         if not extra[METADATA_FILE]:
             raise ArtifactError(f"{path}: TorchScript file has no {METADATA_FILE}; not exported by ocp-deploy")
         self.metadata = check_metadata(json.loads(extra[METADATA_FILE]), path)
@@ -256,7 +285,13 @@ class OnnxModel(PreparedGraphModel):
         try:
             self.session = onnxruntime.InferenceSession(path, options, providers=providers)
         except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise ArtifactError(f"{path}: not a loadable ONNX model ({str(error).strip().splitlines()[0][:200]})") from None
+            reason = ORT_ERROR_PREFIX.sub("", str(error).strip())
+            failure = (
+                "{path} is an ONNX model that ONNX Runtime cannot parse ({reason}): the file is truncated or damaged; copy or export it again"
+                if ORT_INVALID_PROTOBUF in reason
+                else "{path}: ONNX Runtime cannot load this ONNX model ({reason}); export it again with this version of ocp-deploy"
+            )
+            raise _load_failure(path, RuntimeError(reason), failure) from None
         props = dict(self.session.get_modelmeta().custom_metadata_map)
         if not props:
             raise ArtifactError(f"{path}: ONNX model has no metadata_props; not exported by ocp-deploy")
@@ -332,8 +367,9 @@ class AotiModel(PreparedGraphModel):
             package = aoti_load_package(path, device_index=self.device.index if self.device.index is not None else -1)
             raw = package.get_metadata()
         except Exception as error:  # noqa: BLE001 - the loader raises RuntimeError and others
-            first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-            raise ArtifactError(f"{path}: not a loadable AOTInductor package ({first})") from None
+            raise _load_failure(
+                path, error, "{path}: not a loadable AOTInductor package ({reason}); export it again with the installed torch"
+            ) from None
         if AOTI_METADATA_KEY not in raw:
             raise ArtifactError(f"{path}: AOTInductor package has no {AOTI_METADATA_KEY}; not exported by ocp-deploy")
         self.metadata = check_metadata(json.loads(raw[AOTI_METADATA_KEY]), path)
@@ -364,6 +400,10 @@ _NUMPY_TYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.int6
 def load_model(path: str, device: str = "cpu", threads: Optional[int] = None) -> DeployedModel:
     """Load a ``.pt`` (TorchScript), ``.onnx`` or ``.pt2`` (AOTInductor) artifact.
 
+    A file that is not an artifact (a trainer checkpoint, a text file, a
+    truncated archive, an artifact whose suffix is not its kind's) is
+    refused with one ``ArtifactError`` line before any loader runs.
+
     It also applies, once per process, the glibc malloc setting that
     ``OCPDEPLOY_KEEP_FREED_MEMORY`` selects (``allocator.tune_malloc``;
     unset: freed blocks below 32 MB are reused rather than page-faulted in
@@ -372,6 +412,9 @@ def load_model(path: str, device: str = "cpu", threads: Optional[int] = None) ->
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"artifact not found: {path}")
+    refusal = non_artifact_message(str(path))
+    if refusal is not None:
+        raise ArtifactError(refusal)
     tune_malloc()
     if file.suffix == ".onnx":
         return OnnxModel(str(file), device=device, threads=threads)

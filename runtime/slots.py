@@ -13,6 +13,8 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
+from .sorting import nonzero_1d
+
 
 def group_offsets(counts: Tensor) -> Tensor:
     """Exclusive cumulative sum: the first position of each group, (G,)."""
@@ -36,7 +38,14 @@ def slots(sorted_out: Tensor, num_groups: int) -> Tuple[Tensor, Tensor]:
     sums them with a batched matmul (the reference's ``out_agg`` / Kmax
     layout; K travels as a tensor length so that ONNX sees it as a dynamic
     dimension).
+
+    K is taken as the length of the largest group's entries, never read on
+    the host, so the same code runs in exported programs; a zero count is
+    appended so that no groups (and no entries) give K = 0.
     """
     slot = inner_index(sorted_out, num_groups)
-    largest = int(slot.max()) + 1 if slot.shape[0] > 0 else 0
-    return slot, torch.zeros(largest, dtype=torch.long, device=sorted_out.device)
+    counts = torch.zeros(num_groups + 1, dtype=torch.long, device=sorted_out.device)
+    counts.index_add_(0, sorted_out, torch.ones_like(sorted_out))
+    largest = torch.argmax(counts)
+    members = nonzero_1d(sorted_out == largest)
+    return slot, torch.zeros_like(members)
