@@ -9,22 +9,44 @@ older form has ``config["model"] = {"name": ..., **kwargs}``), ``scale_dict``
 keys that inference ignores (``optimizer``, ``ema``, ...).
 
 Loading never executes pickled code: ``torch.load(weights_only=True)``.
-Before that, ``file_kind`` sniffs what the file is from its first bytes and
-its zip member names (never unpickling anything), so that a text file, an
-artifact made by ``export-model`` or another archive gets a one-line error
-naming what it is, instead of torch's message about a file it was never
-meant to read.
+Before that, ``file_kind`` (``ocpdeploy.runtime.filekind``) sniffs what the
+file is from its first bytes and its zip member names (never unpickling
+anything), so that a text file, an artifact made by ``export-model`` or
+another archive gets a one-line error naming what it is, instead of torch's
+message about a file it was never meant to read.
 """
 
 import hashlib
 import pickle
-import zipfile
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 import torch
 from torch import nn
+
+# The file-kind sniffing lives in the runtime (which never imports the
+# exporter); its names are re-exported here for the checkpoint side.
+from ocpdeploy.runtime.filekind import (  # noqa: F401 - re-exported kinds
+    AOTI_ARTIFACT,
+    CHECKPOINT_KINDS,
+    DAMAGED_ZIP,
+    EMPTY_FILE,
+    LEGACY_TORCH_SAVE,
+    ONNX_ARTIFACT,
+    ONNX_MODEL,
+    OTHER_ZIP,
+    PT2_ARCHIVE,
+    TEXT_FILE,
+    TORCH_SAVE,
+    TORCHSCRIPT_ARCHIVE,
+    TORCHSCRIPT_ARTIFACT,
+    TRAINER_CHECKPOINT,
+    UNKNOWN_BINARY,
+    error_reason,
+    file_kind,
+)
 
 from .models import REWRITES
 from .models.layers import ScaleFactor
@@ -36,137 +58,10 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be exported; the message is one line."""
 
 
-# ---------------------------------------------------------------------------
-# What a file is, from cheap signatures (no unpickling, no model loading).
-# ---------------------------------------------------------------------------
-
-# File kinds (values are the phrase used in messages: "x.pt is <kind>").
-TRAINER_CHECKPOINT = "a trainer checkpoint"
-TORCH_SAVE = "a torch.save file without 'state_dict' and 'config' (not a trainer checkpoint)"
-LEGACY_TORCH_SAVE = "a torch.save file (legacy format)"
-DAMAGED_ZIP = "a damaged zip archive"
-TORCHSCRIPT_ARTIFACT = "a TorchScript artifact made by export-model"
-TORCHSCRIPT_ARCHIVE = "a TorchScript archive"
-AOTI_ARTIFACT = "an AOTInductor package made by export-model"
-PT2_ARCHIVE = "a torch.export / AOTInductor package (.pt2)"
-ONNX_ARTIFACT = "an ONNX artifact made by export-model"
-ONNX_MODEL = "an ONNX model"
-OTHER_ZIP = "a zip archive that is neither a torch checkpoint nor an artifact"
-TEXT_FILE = "a text file"
-EMPTY_FILE = "an empty file"
-UNKNOWN_BINARY = "a binary file of unknown type"
-
-CHECKPOINT_KINDS = (TRAINER_CHECKPOINT, TORCH_SAVE, LEGACY_TORCH_SAVE)
-# Artifact kinds and the suffix the runtime dispatches on.
-ARTIFACT_SUFFIXES = {TORCHSCRIPT_ARTIFACT: ".pt", TORCHSCRIPT_ARCHIVE: ".pt", AOTI_ARTIFACT: ".pt2", PT2_ARCHIVE: ".pt2", ONNX_ARTIFACT: ".onnx", ONNX_MODEL: ".onnx"}
 EXPECTED_CHECKPOINT = "pass the trainer checkpoint (the .pt file fairchem's trainer saves, with 'state_dict' and 'config')"
-
-ZIP_MAGIC = b"PK\x03\x04"
-# torch.save's legacy (non-zip) format is a pickle stream: it opens with the PROTO opcode.
-PICKLE_PROTO_OPCODE = 0x80
-SNIFF_BYTES = 4096
-# An ONNX ModelProto starts with field 1 (ir_version, varint: tag 0x08), then
-# another ModelProto field: producer_name 0x12, producer_version 0x1a,
-# domain 0x22, model_version 0x28, doc_string 0x32, graph 0x3a,
-# opset_import 0x42, metadata_props 0x72.
-ONNX_IR_VERSION_TAG = 0x08
-ONNX_MAX_IR_VERSION = 127  # one varint byte
-ONNX_NEXT_FIELD_TAGS = frozenset({0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72})
-# Protobuf writes fields in number order, so metadata_props (field 14)
-# follows the graph: export-model's record sits at the end of the file.
-ONNX_METADATA_TAIL_BYTES = 1 << 20
-ARTIFACT_FORMAT_MARKER = b'"ocp-deploy"'  # metadata "format", JSON-encoded
-AOTI_METADATA_MARKER = b"ocpdeploy_metadata"
-TORCH_PICKLE_MEMBER = "data.pkl"
-TORCHSCRIPT_MEMBER = "constants.pkl"
-TORCHSCRIPT_METADATA_MEMBER = "extra/metadata.json"
-PT2_FORMAT_MEMBER = "archive_format"
-PT2_FORMAT = b"pt2"
-AOTI_MEMBER_PART = "/data/aotinductor/"
-AOTI_METADATA_SUFFIX = "_metadata.json"
-TRAINER_KEYS = (b"state_dict", b"config")
-
-
-def _member_suffix(name: str) -> str:
-    """``archive/extra/metadata.json`` -> ``extra/metadata.json`` (torch zips nest everything in one folder)."""
-    return name.split("/", 1)[1] if "/" in name else name
-
-
-def _zip_kind(path: Path) -> str:
-    """Kind of a zip archive from its member names (and a few small members)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            members = {_member_suffix(name): name for name in names}
-            if PT2_FORMAT_MEMBER in members or any(AOTI_MEMBER_PART in name for name in names):
-                return _pt2_kind(archive, names)
-            if TORCHSCRIPT_MEMBER in members:
-                return TORCHSCRIPT_ARTIFACT if TORCHSCRIPT_METADATA_MEMBER in members else TORCHSCRIPT_ARCHIVE
-            if TORCH_PICKLE_MEMBER in members:
-                # Key names are plain strings inside the pickle stream; the tensors live in other members.
-                pickled = archive.read(members[TORCH_PICKLE_MEMBER])
-                return TRAINER_CHECKPOINT if all(key in pickled for key in TRAINER_KEYS) else TORCH_SAVE
-    except (zipfile.BadZipFile, OSError, KeyError):
-        return DAMAGED_ZIP
-    return OTHER_ZIP
-
-
-def _pt2_kind(archive: zipfile.ZipFile, names: List[str]) -> str:
-    """An AOTInductor package carries export-model's record in its wrapper metadata."""
-    for name in names:
-        if AOTI_MEMBER_PART in name and name.endswith(AOTI_METADATA_SUFFIX) and AOTI_METADATA_MARKER in archive.read(name):
-            return AOTI_ARTIFACT
-    return PT2_ARCHIVE
-
-
-def _looks_like_onnx(head: bytes) -> bool:
-    return (
-        len(head) >= 3
-        and head[0] == ONNX_IR_VERSION_TAG
-        and 0 < head[1] <= ONNX_MAX_IR_VERSION
-        and head[2] in ONNX_NEXT_FIELD_TAGS
-    )
-
-
-def _onnx_kind(path: Path) -> str:
-    with open(path, "rb") as handle:
-        size = handle.seek(0, 2)
-        handle.seek(max(0, size - ONNX_METADATA_TAIL_BYTES))
-        tail = handle.read()
-    return ONNX_ARTIFACT if ARTIFACT_FORMAT_MARKER in tail else ONNX_MODEL
-
-
-def _is_text(head: bytes) -> bool:
-    if b"\x00" in head:
-        return False
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as error:
-        return error.start >= len(head) - 3  # a multi-byte character cut by the sniff window
-    return True
-
-
-def file_kind(path: str) -> str:
-    """What ``path`` is (one of the kind constants above), from signatures only.
-
-    Reads the first bytes, zip member names and, for torch zips, the small
-    pickle member as bytes (never unpickled); ONNX files are told apart by
-    export-model's metadata record near their end.
-    """
-    file = Path(path)
-    with open(file, "rb") as handle:
-        head = handle.read(SNIFF_BYTES)
-    if not head:
-        return EMPTY_FILE
-    if head.startswith(ZIP_MAGIC):
-        return _zip_kind(file)
-    if head[0] == PICKLE_PROTO_OPCODE:
-        return LEGACY_TORCH_SAVE  # its keys may lie beyond the sniffed bytes: torch.load tells
-    if _looks_like_onnx(head):
-        return _onnx_kind(file)
-    if _is_text(head):
-        return TEXT_FILE
-    return UNKNOWN_BINARY
+# torch.load(weights_only=True) names the class a pickle needs as "GLOBAL module.Name".
+UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+WEIGHTS_UNPICKLER_LINE = "WeightsUnpickler error: "
 
 
 def check_checkpoint_file(path: str) -> None:
@@ -247,6 +142,23 @@ def _read_normalizers(raw: dict, config: dict) -> Normalizers:
     return normalizers
 
 
+def _what_pickle_needs(error: pickle.UnpicklingError) -> str:
+    """``it needs the Python object torch.nn.modules.linear.Linear``: what torch's weights-only unpickler refused.
+
+    torch's message opens with advice to load with ``weights_only=False``
+    (which would run the pickled code); only its ``WeightsUnpickler error``
+    line says what the file needs.
+    """
+    text = str(error)
+    needed = UNSUPPORTED_GLOBAL.search(text)
+    if needed:
+        return f"it needs the Python object {needed.group(1)}"
+    for line in text.splitlines():
+        if WEIGHTS_UNPICKLER_LINE in line:
+            return f"it needs Python objects beyond tensors and plain data ({error_reason(ValueError(line.split(WEIGHTS_UNPICKLER_LINE, 1)[1]))})"
+    return f"it needs Python objects beyond tensors and plain data ({error_reason(error)})"
+
+
 def read_checkpoint(path: str) -> Checkpoint:
     """Read a trainer checkpoint (no model is built yet)."""
     file = Path(path)
@@ -254,13 +166,12 @@ def read_checkpoint(path: str) -> Checkpoint:
     try:
         raw = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
-            f"{path}: refused to unpickle (torch.load weights_only=True): it needs arbitrary Python objects "
-            f"({first_line[:160]}); re-save it with plain tensors/dicts"
+            f"{path}: refused to unpickle: {_what_pickle_needs(error)}, and torch.load(weights_only=True) runs no pickled code; "
+            "re-save the checkpoint with plain tensors, numbers, strings, lists and dicts"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(error).__name__}: {str(error).splitlines()[0][:160]})") from None
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(error).__name__}: {error_reason(error)})") from None
     if not isinstance(raw, dict) or "state_dict" not in raw or "config" not in raw:
         keys = sorted(raw)[:8] if isinstance(raw, dict) else type(raw).__name__
         raise CheckpointError(f"{path}: not an OCP trainer checkpoint (expected keys 'state_dict' and 'config', found {keys})")

@@ -5,35 +5,41 @@
     export-model info ARTIFACT
     export-model bench ARTIFACT [--sizes 100,1000] [--device cpu|cuda] [--repeats 5] [--warmup 1]
                  [--threads N] [--markdown FILE]
+    export-model --version
 
 Every failure is one line on stderr and a non-zero exit code. Mistakes a
 user can make with files (a text file or an artifact passed as the
 checkpoint, a checkpoint passed to ``info``, a missing output folder, an
 output suffix that does not match ``--format``) are refused before any
 model is loaded, with a message naming what the file is and what was
-expected.
+expected. The artifact checks are the runtime's own (``load_model`` gives
+the same lines), from ``ocpdeploy.runtime.filekind``.
 """
 
 import json
 import os
 import sys
+from importlib import metadata as distribution_metadata
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import click
 
+from ocpdeploy.runtime.filekind import non_artifact_message
 from ocpdeploy.runtime.keys import FORCES_MODES
 
-from .checkpoint import ARTIFACT_SUFFIXES, TRAINER_CHECKPOINT, check_checkpoint_file, file_kind
+from .checkpoint import check_checkpoint_file
 
 PROG = "export-model"
+DISTRIBUTION = "ocp-deploy"
+# --version from a source tree that was never installed (no distribution metadata to read).
+UNKNOWN_VERSION = "unknown (not installed; pip install -e . records the version)"
 EXIT_FAILURE = 1
 BENCH_SIZES = "100,1000"
 BENCH_REPEATS = 5
 BENCH_WARMUP = 1
 # The suffix each format's writer requires (the runtime loads artifacts by suffix).
 OUTPUT_SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx", "aoti": ".pt2"}
-ARTIFACT_HINT = "pass an artifact made by export-model (.pt, .onnx or .pt2)"
 SUBCOMMANDS_HELP = """\b
 Other commands:
   export-model info ARTIFACT     print an artifact's metadata
@@ -66,21 +72,27 @@ def check_output(output: str, format_: str, checkpoint: str) -> None:
 
 def check_artifact(artifact: str) -> None:
     """Refuse, in one line, a file that is not an artifact (or has the wrong suffix for its kind)."""
-    path = Path(artifact)
-    if not path.is_file():
+    if not Path(artifact).is_file():
         raise CommandLineError(f"artifact not found: {artifact}")
-    kind = file_kind(artifact)
-    if kind in ARTIFACT_SUFFIXES:
-        expected = ARTIFACT_SUFFIXES[kind]
-        if path.suffix != expected:
-            raise CommandLineError(f"{artifact} is {kind} but ends in '{path.suffix}'; artifacts are loaded by suffix: rename it to {path.stem}{expected}")
+    message = non_artifact_message(artifact)
+    if message is not None:
+        raise CommandLineError(message)
+
+
+def distribution_version() -> str:
+    """The installed ocp-deploy distribution's version, or ``UNKNOWN_VERSION`` when it is not installed."""
+    try:
+        return distribution_metadata.version(DISTRIBUTION)
+    except distribution_metadata.PackageNotFoundError:
+        return UNKNOWN_VERSION
+
+
+def _print_version(context: click.Context, _parameter: click.Parameter, value: bool) -> None:
+    """``--version``: print ``export-model (ocp-deploy) VERSION`` and stop (eager: before CHECKPOINT is required)."""
+    if not value or context.resilient_parsing:
         return
-    if kind == TRAINER_CHECKPOINT:
-        raise CommandLineError(
-            f"{artifact} is a trainer checkpoint, not an artifact; export it first "
-            f"({PROG} {artifact} --format torchscript -o {path.stem}_ts.pt) and pass the artifact"
-        )
-    raise CommandLineError(f"{artifact} is {kind}; {ARTIFACT_HINT}")
+    click.echo(f"{PROG} ({DISTRIBUTION}) {distribution_version()}")
+    context.exit(0)
 
 
 def onnx_key_order(artifact: str) -> List[str]:
@@ -106,6 +118,7 @@ def ordered_metadata(metadata: Dict[str, Any], order: List[str]) -> Dict[str, An
 @click.option("--forces", type=click.Choice(FORCES_MODES), default=None, help="default: the checkpoint's own (direct or gradient)")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="aoti only: the device the package is compiled for (it runs only there)")
 @click.option("--no-verify", is_flag=True, help="skip the check of the artifact against the eager rewrite")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version, help="print the ocp-deploy version and exit")
 def export_command(
     checkpoint: str, format_: str, output: str, dtype: str, forces: Optional[str], device: str, no_verify: bool
 ) -> None:
@@ -140,7 +153,7 @@ def info_command(artifact: str) -> None:
 @click.argument("artifact", type=click.Path(dir_okay=False))
 @click.option("--sizes", default=BENCH_SIZES, show_default=True, help="comma-separated atom counts (fcc Cu bulk, closest cubic repeat)")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--repeats", type=int, default=BENCH_REPEATS, show_default=True, help="timed calls per size (median reported)")
+@click.option("--repeats", type=int, default=BENCH_REPEATS, show_default=True, help="timed calls per size (the median call is reported)")
 @click.option("--warmup", type=int, default=BENCH_WARMUP, show_default=True, help="untimed calls per size before the timed ones")
 @click.option("--threads", type=int, default=None, help="torch threads; for ONNX also the intra-op threads")
 @click.option("--markdown", type=click.Path(dir_okay=False), default=None, help="also write the table as markdown to FILE")

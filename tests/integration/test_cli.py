@@ -80,7 +80,7 @@ def test_missing_checkpoint_and_bad_artifact(tmp_path):
     not_an_artifact.write_bytes(b"not a model")
     result = run_cli("info", not_an_artifact)
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == [f"export-model: error: {not_an_artifact} is a text file; pass an artifact made by export-model (.pt, .onnx or .pt2)"]
+    assert result.stderr.strip().splitlines() == [f"export-model: error: {not_an_artifact} is a text file, not a loadable TorchScript artifact; pass an artifact made by export-model (.pt, .onnx or .pt2)"]
 
 
 @pytest.mark.parametrize("format, kind", [("torchscript", "a TorchScript artifact"), ("onnx", "an ONNX artifact")])

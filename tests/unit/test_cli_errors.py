@@ -10,9 +10,9 @@ from torch import nn
 
 from conftest import CHECKPOINTS
 from ocpdeploy.exporter import checkpoint as checkpoint_module
-from ocpdeploy.exporter.checkpoint import (
+from ocpdeploy.exporter.checkpoint import CheckpointError, check_checkpoint_file, read_checkpoint
+from ocpdeploy.runtime.filekind import (
     AOTI_ARTIFACT,
-    CheckpointError,
     DAMAGED_ZIP,
     EMPTY_FILE,
     LEGACY_TORCH_SAVE,
@@ -26,9 +26,7 @@ from ocpdeploy.exporter.checkpoint import (
     TORCHSCRIPT_ARTIFACT,
     TRAINER_CHECKPOINT,
     UNKNOWN_BINARY,
-    check_checkpoint_file,
     file_kind,
-    read_checkpoint,
 )
 from ocpdeploy.exporter.cli import main, ordered_metadata
 
