@@ -1,8 +1,12 @@
 """``export-model bench``: latency and memory of one energy+forces call of an artifact.
 
-What is timed, per structure size (median over ``repeats`` calls after
-``warmup`` untimed calls, wall clock ``time.perf_counter``; on CUDA every
-clock read is preceded by ``torch.cuda.synchronize``):
+What is timed, per structure size (``repeats`` calls after ``warmup``
+untimed calls, wall clock ``time.perf_counter``; on CUDA every clock read is
+preceded by ``torch.cuda.synchronize``). A row reports the median call: the
+timed call with the median total (of an even count, the faster of the two
+middle ones) and that call's own graph, model and other times (TorchScript:
+see below), so that the columns of a row add up to its total (medians taken
+column by column would not: each would come from a different call).
 
 * **total**: one ``DeployedModel.predict(atoms)`` call, the public path:
   ase.Atoms -> arrays, input validation, graph construction, the model,
@@ -39,7 +43,6 @@ seeded 0.05 A Gaussian, every tag 1 (surface, so GemNet-OC builds
 quadruplets), fully periodic.
 """
 
-import statistics
 import threading
 import time
 from contextlib import contextmanager
@@ -329,9 +332,26 @@ class _TorchScriptCalls:
 # ---------------------------------------------------------------------------
 
 
+def median_call(samples: List[Sample]) -> Tuple[float, float, float, Optional[float], Optional[int]]:
+    """``(total, graph, model, other, edges)`` of the call with the median total, in seconds.
+
+    Of an even count the faster of the two middle calls (a measured call,
+    not an average of two), with that call's graph time. Where the model
+    was timed inside the call (ONNX, AOTInductor), ``other = total - graph
+    - model``; where it was not (TorchScript, whose graph is built again
+    right after the call), ``model = total - graph`` and ``other`` is None.
+    Either way the parts add up to ``total``.
+    """
+    total, graph, model, edges = sorted(samples, key=lambda sample: sample[0])[(len(samples) - 1) // 2]
+    if model is None:
+        return total, graph, total - graph, None, edges
+    return total, graph, model, total - graph - model, edges
+
+
+
 @dataclass
 class SizeResult:
-    """Medians of one size, in seconds; ``other`` is None where it is part of ``model``."""
+    """The median call of one size, in seconds: ``graph + model (+ other) = total``; ``other`` is None where it is part of ``model``."""
 
     size: int
     atoms: int
@@ -402,28 +422,24 @@ class Benchmark:
             if progress is not None:
                 progress(label)
         peak = self.memory.stop()
-        totals = [s[0] for s in samples]
-        graphs = [s[1] for s in samples]
-        if samples[0][2] is None:
-            models = [total - graph for total, graph in zip(totals, graphs)]
-            other: Optional[float] = None
-        else:
-            models = [0.0 if s[2] is None else s[2] for s in samples]
-            other = statistics.median([t - g - m for t, g, m in zip(totals, graphs, models)])
+        total, graph, model, other, edges = median_call(samples)
         return SizeResult(
             size=size,
             atoms=len(atoms),
-            edges=samples[-1][3],
-            graph=statistics.median(graphs),
-            model=statistics.median(models),
+            edges=edges,
+            graph=graph,
+            model=model,
             other=other,
-            total=statistics.median(totals),
+            total=total,
             peak_bytes=peak,
         )
 
     def description(self, repeats: int, warmup: int) -> List[str]:
         metadata = self.model.metadata
-        timing = f"timing: median of {repeats} energy+forces calls after {warmup} warm-up; total = one DeployedModel.predict call"
+        timing = (
+            f"timing: the median call (by total) of {repeats} energy+forces calls after {warmup} warm-up; "
+            "total = one DeployedModel.predict call, and graph + model + other = total (that call's own parts)"
+        )
         if isinstance(self.model, TorchScriptModel) and warmup < TORCHSCRIPT_PROFILING_CALLS:
             timing += f" (TorchScript optimises during its first {TORCHSCRIPT_PROFILING_CALLS} calls: use --warmup {TORCHSCRIPT_PROFILING_CALLS} or more)"
         return [
