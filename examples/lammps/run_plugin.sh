@@ -22,9 +22,16 @@ mpi_lib=$(python -c 'import importlib.metadata as m;print([f.locate().resolve().
 mpiexec=$(python -c 'import importlib.metadata as m;print([f.locate().resolve() for f in m.files("mpich") if str(f).endswith("bin/mpiexec")][0])')
 export LD_LIBRARY_PATH="$mpi_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
-cmake -S "$repo/cpp_demo" -B "$work/build" -DOCP_DEPLOY_LAMMPS_PLUGIN_HEADERS="$headers" -DOCP_DEPLOY_BUILD_MD_HOST=OFF \
-      -DCMAKE_PREFIX_PATH="$(python -c 'import torch;print(torch.utils.cmake_prefix_path)')" >/dev/null 2>&1
-cmake --build "$work/build" -j2 >/dev/null 2>&1
+# The build's output goes to a log, kept quiet when it succeeds; on failure
+# its end (cmake's or the compiler's error) is shown and the script stops.
+build_log="$work/build.log"
+torch_prefix=$(python -c 'import torch;print(torch.utils.cmake_prefix_path)')
+if ! { cmake -S "$repo/cpp_demo" -B "$work/build" -DOCP_DEPLOY_LAMMPS_PLUGIN_HEADERS="$headers" -DOCP_DEPLOY_BUILD_MD_HOST=OFF \
+             -DCMAKE_PREFIX_PATH="$torch_prefix" && cmake --build "$work/build" -j2; } >"$build_log" 2>&1; then
+  tail -n 40 "$build_log" >&2
+  echo "run_plugin.sh: building ocpplugin.so failed (the end of its output is above; all of it: $build_log)" >&2
+  exit 1
+fi
 
 export-model "$repo/tests/data/checkpoints/painn_tiny.pt" --format torchscript --forces conservative -o "$work/painn.pt"
 python "$repo/examples/lammps/make_data.py" --bulk Cu --repeat 3 --rattle 0.05 --out "$work"
