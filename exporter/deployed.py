@@ -36,6 +36,12 @@ def cell_volume(cell: Tensor) -> Tensor:
     return (a * cross).sum(dim=1).abs()
 
 
+def mask_non_periodic_stress(stress: Tensor, pbc: Tensor) -> Tensor:
+    """Stress (B, 3, 3) with NaN for the structures whose pbc (B, 3) is not all true (no stress defined)."""
+    periodic = pbc.to(torch.bool).all(dim=1).view(-1, 1, 1)
+    return torch.where(periodic, stress, torch.full_like(stress, float("nan")))
+
+
 class PhysicalModel(nn.Module):
     """Rewrite core plus baked-in normalisers and the chosen forces mode.
 
@@ -198,7 +204,5 @@ class DeployedModel(nn.Module):
         graph = self.graph(positions, cell, pbc, natoms, tags)
         outputs = self.physical(positions, cell, atomic_numbers, batch, graph)
         if self.stress_key in outputs:
-            periodic = pbc.all(dim=1).view(-1, 1, 1)
-            stress = outputs[self.stress_key]
-            outputs[self.stress_key] = torch.where(periodic, stress, torch.full_like(stress, float("nan")))
+            outputs[self.stress_key] = mask_non_periodic_stress(outputs[self.stress_key], pbc)
         return outputs

@@ -23,13 +23,13 @@ from torch import nn
 
 import ocpdeploy.runtime.keys as keys
 from ocpdeploy.runtime import load_model
-from ocpdeploy.runtime.contract import INPUT_SHAPES_KEY, as_metadata, model_contract
+from ocpdeploy.runtime.contract import INPUT_SHAPES_KEY, PROGRAM_CONTRACT, as_metadata, model_contract
 from ocpdeploy.runtime.graph_painn import PaiNNGraph
 
-from .capture import example_inputs
 from .checkpoint import Checkpoint, CheckpointError, build_rewrite, read_checkpoint
 from .deployed import DeployedModel, PhysicalModel
 from .domain import PaiNNDomainModel
+from .program import build_program
 from .probe import atoms_tensors, probe_atoms, probe_batch, probe_suite
 from .write_aoti import write_aoti
 from .write_onnx import write_onnx
@@ -87,8 +87,7 @@ def build_metadata(checkpoint: Checkpoint, core: nn.Module, graph: nn.Module, ar
     if artifact == "torchscript":
         inputs = [keys.POSITIONS, keys.ATOMIC_NUMBERS, keys.CELL, keys.PBC, keys.TAGS]
     else:
-        contract = model_contract(checkpoint.model_name, list(graph.input_names))
-        inputs = [entry.name for entry in contract]
+        inputs = [entry.name for entry in PROGRAM_CONTRACT]
     normalizers = checkpoint.normalizers
     return {
         "format": keys.FORMAT_NAME,
@@ -118,7 +117,7 @@ def build_metadata(checkpoint: Checkpoint, core: nn.Module, graph: nn.Module, ar
         "checkpoint_sha256": checkpoint.sha256,
         "checkpoint_name": os.path.basename(checkpoint.path),
         "inputs": inputs,
-        **({} if artifact == "torchscript" else {INPUT_SHAPES_KEY: as_metadata(contract)}),
+        **({} if artifact == "torchscript" else {INPUT_SHAPES_KEY: as_metadata(PROGRAM_CONTRACT)}),
         "edge_convention": keys.EDGE_CONVENTION,
     }
 
@@ -285,9 +284,11 @@ def export_checkpoint(
         write_torchscript(deployed, metadata, output)
     else:
         contract = model_contract(checkpoint.model_name, list(graph.input_names))
-        example = example_inputs(contract, DTYPES[dtype], metadata["max_atomic_number"], torch.device(device))
-        writer = write_onnx if format == "onnx" else write_aoti
-        writer(physical, contract, example, metadata, output)
+        program, example, shapes = build_program(physical, graph, contract, metadata["max_atomic_number"], torch.device(device))
+        if format == "onnx":
+            write_onnx(program, example, shapes, PROGRAM_CONTRACT, metadata["outputs"], metadata, output)
+        else:
+            write_aoti(program, example, shapes, PROGRAM_CONTRACT, metadata, output)
     if not verify:
         return ExportResult(output, metadata)
     return _verify(output, physical, graph, dtype, device)

@@ -11,12 +11,17 @@ refused before it is written:
 * ``one_atom_tags0`` / ``one_atom_tags1`` and ``two_atoms_tags0`` /
   ``two_atoms_tags1``: triclinic 1- and 2-atom cells, many periodic images
   (self edges, exactly collinear image pairs);
+* ``column``: a rattled, strained Cu cell three times longer along c than
+  along a and b, so that it has a different number of periodic images along
+  each axis (and another bin grid and neighbour count than the other
+  probes and the export example);
 * ``molecule``: ethanol without pbc;
 * ``lone_atom``: one atom without pbc (no edges at all);
 * ``fragments``: two molecules far apart, each atom with one neighbour (no
   triplets, no edge between the fragments).
 
-``probe_batch()`` is one mixed batch of them. Positions are wrapped as the
+``probe_batch()`` is one mixed batch of them (5 structures: the export
+example of ``exporter/program.py`` has 4). Positions are wrapped as the
 runtime wraps them, so the artifact and the eager rewrite see the same
 input. The slab keeps every neighbour selection unambiguous (smallest
 k-th/(k+1)-th neighbour gap for k in 5..1000 at 6 and 12 A is 3e-4 A).
@@ -40,6 +45,8 @@ TRICLINIC_STRAIN = np.array([[1.0, 0.07, -0.04], [0.03, 1.0, 0.06], [-0.05, 0.02
 # beyond any cutoff a checkpoint uses.
 FRAGMENT_SEPARATION = 30.0
 MOLECULE_VACUUM = 6.0
+# Repeats of the cubic Cu cell in the ``column`` probe.
+COLUMN_REPEATS = (1, 1, 3)
 # Structures of the mixed batch, by name.
 BATCH_MEMBERS = ("slab", "lone_atom", "one_atom_tags1", "fragments", "bulk_tags0")
 
@@ -95,6 +102,13 @@ def _two_atoms() -> Atoms:
     return cell
 
 
+def _column() -> Atoms:
+    cell = _strained(bulk("Cu", "fcc", a=CU_FCC, cubic=True).repeat(COLUMN_REPEATS))
+    _rattle(cell, 4)
+    cell.set_tags([index % 3 for index in range(len(cell))])
+    return cell
+
+
 def _molecule() -> Atoms:
     ethanol = molecule("CH3CH2OH")
     _rattle(ethanol, 3)
@@ -133,6 +147,7 @@ def probe_suite() -> List[Tuple[str, Atoms]]:
         ("one_atom_tags1", _with_tags(one, 1)),
         ("two_atoms_tags0", _with_tags(two, 0)),
         ("two_atoms_tags1", _with_tags(two, 1)),
+        ("column", _column()),
         ("molecule", _molecule()),
         ("lone_atom", _lone_atom()),
         ("fragments", _fragments()),

@@ -1,12 +1,11 @@
-"""Write an AOTInductor package (``.pt2``) of a ``PhysicalModel``: ``torch.export`` + AOTInductor.
+"""Write an AOTInductor package (``.pt2``) of a ``StructureProgram``: ``torch.export`` + AOTInductor.
 
-The package holds the model compiled ahead of time to native code for one
-device type (``cpu``, or ``cuda`` when exported on a CUDA device); inputs and
-outputs are those of ``capture.exportable`` (positions, cell,
-atomic_numbers, batch, then the prepared graph tensors; energy, forces
-[, stress]), every size dynamic. As for ONNX, the runtime builds the graph
-with the same scriptable code the TorchScript artifacts embed, then calls
-the compiled model. The metadata record, with the device type it was
+The package holds the program compiled ahead of time to native code for one
+device type (``cpu``, or ``cuda`` when exported on a CUDA device); inputs
+are the structures (``PROGRAM_CONTRACT``: positions, atomic_numbers, cell,
+pbc, tags, natoms), outputs energy, forces [, stress]. The neighbour graph
+is built inside the program by the same code the TorchScript artifacts
+embed. The metadata record, with the device type it was
 compiled for under ``compiled_for``, is stored JSON-encoded under
 ``ocpdeploy_metadata`` in the package's AOTInductor metadata, readable from
 Python (``get_metadata()``) and from C++ (``AOTIModelPackageLoader::get_metadata``).
@@ -41,9 +40,7 @@ from torch import Tensor
 from ocpdeploy.runtime.contract import ContractInput
 from ocpdeploy.runtime.keys import AOTI_DEVICE_KEY, AOTI_METADATA_KEY
 
-from .capture import exportable
 from .shape_check import check_program_shapes
-from .deployed import PhysicalModel
 
 AOTI_SUFFIX = ".pt2"
 INDUCTOR_CONFIGS: Dict[str, Any] = {"inplace_buffers": False, "cpp.dynamic_threads": True}
@@ -60,28 +57,31 @@ def compiler_available() -> bool:
 
 
 def write_aoti(
-    physical: PhysicalModel, contract: List[ContractInput], example: Tuple[Tensor, ...], metadata: Dict[str, Any], path: str
+    program: torch.nn.Module,
+    example: Tuple[Tensor, ...],
+    dynamic_shapes: Tuple[Any, ...],
+    contract: List[ContractInput],
+    metadata: Dict[str, Any],
+    path: str,
 ) -> str:
-    """Export and compile ``physical`` on the example inputs (on their device) into the package ``path``.
+    """Export and compile ``program`` on ``example`` (on its device) into the package ``path``.
 
-    ``example`` is ``capture.example_inputs(contract, ...)``; the exported
-    program is checked against the contract (``shape_check.py``) before it
-    is compiled.
+    The exported program is checked against ``contract`` (``shape_check.py``)
+    before it is compiled.
     """
     if not path.endswith(AOTI_SUFFIX):
         raise ValueError(f"AOTInductor packages end in '{AOTI_SUFFIX}', got '{path}'")
     device = example[0].device
     if device.type == "cpu" and not compiler_available():
         raise CompilerError("--format aoti needs a C++ compiler (g++ or clang++, or $CXX) to build the package; none found")
-    module, dynamic_shapes = exportable(physical, contract, example)
     record = {**metadata, AOTI_DEVICE_KEY: device.type}
     configs = {**INDUCTOR_CONFIGS, "aot_inductor.metadata": {AOTI_METADATA_KEY: json.dumps(record)}}
     with warnings.catch_warnings(), _deterministic_algorithms(), torch.no_grad():
         warnings.simplefilter("ignore")
-        program = torch.export.export(module, example, dynamic_shapes=dynamic_shapes)
-        check_program_shapes(program, contract, path)
+        exported = torch.export.export(program, example, dynamic_shapes=dynamic_shapes)
+        check_program_shapes(exported, contract, path)
         try:
-            torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=configs)
+            torch._inductor.aoti_compile_and_package(exported, package_path=path, inductor_configs=configs)
         except Exception as error:  # noqa: BLE001 - inductor raises many types; one line names the stage
             first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
             raise CompilerError(f"AOTInductor could not compile the model: {first}") from None

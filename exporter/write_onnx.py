@@ -1,10 +1,11 @@
-"""Write an ONNX artifact (``.onnx``) of a ``PhysicalModel`` with the dynamo exporter.
+"""Write an ONNX artifact (``.onnx``): a ``StructureProgram`` with the dynamo exporter.
 
-Inputs and outputs are those of ``capture.exportable`` (positions, cell,
-atomic_numbers, batch, then the prepared graph tensors; energy, forces
-[, stress]), named in the ONNX graph; every size is dynamic. Gradient and
-conservative forces export with their backward pass captured
-(``capture.capture_backward``).
+Inputs are the structures (``PROGRAM_CONTRACT``: positions, atomic_numbers,
+cell, pbc, tags, natoms), outputs energy, forces [, stress], named in the
+ONNX graph; the program builds the neighbour graph inside, so ONNX Runtime
+alone runs it. ``atoms`` and ``structures`` are dynamic; every graph size is
+data-dependent inside. Gradient and conservative forces export with their
+backward pass captured (``capture.capture_backward``).
 
 The identity Transposes onnxscript leaves are then removed
 (``onnx_identity.py``), and every accumulating scatter is rewritten to
@@ -34,9 +35,8 @@ from ocpdeploy.runtime.contract import OUTPUT_SHAPES, ContractInput
 from ocpdeploy.runtime.keys import RACE_FREE_KEY
 from ocpdeploy.runtime.metadata import to_onnx_props
 
-from .capture import exportable, output_names
-from .deployed import PhysicalModel
 from .onnx_empty import make_safe_for_empty_tensors
+from .onnx_unused import drop_unused_values
 from .onnx_identity import drop_identity_transposes
 from .onnx_scatter import count_racing_scatters, make_scatter_race_free
 from .shape_check import ShapeContractError, check_onnx_shapes, check_program_shapes
@@ -95,16 +95,22 @@ _LAYER_NORM_FLOAT64 = onnxscript.values.TracedOnnxFunction(_OPSET, _layer_norm_f
 
 
 def write_onnx(
-    physical: PhysicalModel, contract: List[ContractInput], example: Tuple[Tensor, ...], metadata: Dict[str, Any], path: str
+    program: torch.nn.Module,
+    example: Tuple[Tensor, ...],
+    dynamic_shapes: Tuple[Any, ...],
+    contract: List[ContractInput],
+    outputs: List[str],
+    metadata: Dict[str, Any],
+    path: str,
 ) -> str:
-    """Export ``physical`` on the example inputs (``capture.example_inputs`` of ``contract``) to ``path``.
+    """Export ``program`` (inputs ``contract``, outputs ``outputs``) on ``example`` to ``path``.
 
     Raises ``ShapeContractError`` (and writes nothing) when the exported
     program or the ONNX graph does not keep the contract's dynamic sizes.
     """
     if not path.endswith(ONNX_SUFFIX):
         raise ValueError(f"ONNX artifacts end in '{ONNX_SUFFIX}', got '{path}'")
-    _export(physical, contract, example, path)
+    _export(program, example, dynamic_shapes, contract, outputs, path)
     try:
         model = onnx.load(path)
         drop_identity_transposes(model)
@@ -112,8 +118,8 @@ def write_onnx(
         if count_racing_scatters(model):
             raise ValueError(f"{path}: the exported graph still has accumulating ScatterND nodes (not race-free)")
         make_safe_for_empty_tensors(model)
-        outputs = [(name, OUTPUT_SHAPES[name]) for name in output_names(physical)]
-        check_onnx_shapes(model, contract, outputs, path)
+        drop_unused_values(model)
+        check_onnx_shapes(model, contract, [(name, OUTPUT_SHAPES[name]) for name in outputs], path)
     except ValueError:
         os.remove(path)
         raise
@@ -126,27 +132,39 @@ def write_onnx(
     return path
 
 
-def _export(physical: PhysicalModel, contract: List[ContractInput], example: Tuple[Tensor, ...], path: str) -> None:
-    module, dynamic_shapes = exportable(physical, contract, example)
-    with warnings.catch_warnings(), _python_floats_as(example[0].dtype), _without_known_harmless_logs():
+def _export(
+    program: torch.nn.Module,
+    example: Tuple[Tensor, ...],
+    dynamic_shapes: Tuple[Any, ...],
+    contract: List[ContractInput],
+    outputs: List[str],
+    path: str,
+) -> None:
+    dtype = example[0].dtype
+    with warnings.catch_warnings(), _python_floats_as(dtype), _without_known_harmless_logs(), torch.no_grad():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            module,
-            example,
+        try:
+            exported = torch.export.export(program, example, dynamic_shapes=dynamic_shapes)
+        except Exception as error:  # noqa: BLE001 - torch.export raises many types; one line names the stage
+            raise ShapeContractError(f"{path}: torch.export could not capture the program: {_first_line(error)}") from None
+        check_program_shapes(exported, contract, path)
+        onnx_program = torch.onnx.export(
+            exported,
             dynamo=True,
             optimize=False,
-            dynamic_shapes=dynamic_shapes,
             input_names=[entry.name for entry in contract],
-            output_names=output_names(physical),
+            output_names=outputs,
             opset_version=ONNX_OPSET,
             verbose=False,
-            custom_translation_table=_translations(example[0].dtype),
+            custom_translation_table=_translations(dtype),
         )
-    if program.exported_program is None:
-        raise ShapeContractError(f"{path}: torch.export could not capture the model with the contract's dynamic sizes")
-    check_program_shapes(program.exported_program, contract, path)
-    _fold_constants(program.model)
-    program.save(path)
+    _fold_constants(onnx_program.model)
+    onnx_program.save(path)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def _translations(dtype: torch.dtype) -> Dict[Any, Any]:

@@ -1,6 +1,10 @@
-"""The size contract of prepared-graph artifacts (ONNX, AOTInductor).
+"""The size contracts of exported programs (ONNX, AOTInductor).
 
-Every input of an exported model is declared here with its shape, written
+An artifact's program takes the structures alone (``PROGRAM_CONTRACT``:
+positions, atomic numbers, cell, pbc, tags, natoms; sizes ``atoms`` and
+``structures``) and builds the graph inside. The model inside it is
+captured first on prepared graph tensors (``model_contract``), and every
+input of that model is declared here with its shape, written
 with named sizes (``"atoms"``, ``"main_edges"``) and fixed ones (``3``),
 and, for index tensors, the named size its values index into. Two inputs
 share a size exactly when they share its name: ``cell_offsets`` and
@@ -10,17 +14,14 @@ sizes; in particular any of them may be 0 (a structure without edges,
 triplets or quadruplets) or 1.
 
 The exporter builds its example inputs and the ``torch.export`` dynamic
-shapes from this table and checks the exported program against it; the
-artifact metadata carries it (``input_shapes``), so that a host that feeds
-an ONNX artifact without this runtime knows what to build.
+shapes from these tables and checks the exported programs against them;
+the artifact metadata carries the program's (``input_shapes``), so that a
+host that feeds an ONNX artifact without this runtime knows its inputs.
 """
 
-from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Dict, List, Mapping, NamedTuple, Optional, Protocol, Tuple, Union
 
-if TYPE_CHECKING:
-    import torch
-
-from .keys import ATOMIC_NUMBERS, BATCH, CELL, ENERGY, FORCES, POSITIONS, STRESS
+from .keys import ATOMIC_NUMBERS, BATCH, CELL, ENERGY, FORCES, NATOMS, PBC, POSITIONS, STRESS, TAGS
 
 Size = Union[str, int]
 
@@ -39,6 +40,20 @@ class ContractInput(NamedTuple):
     indexes: Optional[str] = None
 
 
+# Inputs of self-contained artifacts (ONNX, AOTInductor), in this order: the
+# structures alone, as the TorchScript artifact's ``forward_batch`` takes
+# them; every graph size is data-dependent inside the program.
+PROGRAM_CONTRACT: List[ContractInput] = [
+    ContractInput(POSITIONS, (ATOMS, 3)),
+    ContractInput(ATOMIC_NUMBERS, (ATOMS,)),
+    ContractInput(CELL, (STRUCTURES, 3, 3)),
+    ContractInput(PBC, (STRUCTURES, 3)),
+    ContractInput(TAGS, (ATOMS,)),
+    ContractInput(NATOMS, (STRUCTURES,)),
+]
+
+# Inputs of the model inside an artifact, before the graph inputs of its
+# kind (``model_contract``).
 STRUCTURE_CONTRACT: List[ContractInput] = [
     ContractInput(POSITIONS, (ATOMS, 3)),
     ContractInput(CELL, (STRUCTURES, 3, 3)),
@@ -126,8 +141,17 @@ def as_metadata(contract: List[ContractInput]) -> Dict[str, Dict[str, object]]:
     return {entry.name: {"shape": list(entry.shape), "indexes": entry.indexes} for entry in contract}
 
 
-def check_feeds(feeds: Dict[str, "torch.Tensor"], input_shapes: Dict[str, Dict[str, object]]) -> None:
+class Shaped(Protocol):
+    """What ``check_feeds`` reads of a feed: a numpy array or a torch tensor."""
+
+    @property
+    def shape(self) -> Tuple[int, ...]: ...
+
+
+def check_feeds(feeds: Mapping[str, Shaped], input_shapes: Dict[str, Dict[str, object]]) -> None:
     """Feeds (by input name) against the contract recorded in an artifact (``as_metadata``).
+
+    Only the feeds' ``.shape`` is read: numpy arrays and torch tensors alike.
 
     An AOTInductor package reads its inputs without checking their shapes,
     so a wrong width or a disagreeing count would be read as other memory;

@@ -57,6 +57,27 @@ def check_metadata(metadata: Dict[str, Any], path: str) -> Dict[str, Any]:
     return metadata
 
 
+# Inputs of the self-contained program in ONNX and AOTInductor artifacts
+# (``contract.PROGRAM_CONTRACT``), in order.
+PROGRAM_INPUTS = ("positions", "atomic_numbers", "cell", "pbc", "tags", "natoms")
+
+
+def check_program_inputs(metadata: Dict[str, Any], path: str) -> None:
+    """Refuse an ONNX or AOTInductor artifact whose program does not take the structures alone.
+
+    Such artifacts were made before the neighbour graph moved inside the
+    program: they take prepared graph tensors (``batch``, ``edge_index``,
+    ...) that only an older runtime built. One line asks for a re-export.
+    """
+    inputs = tuple(metadata.get("inputs", ()))
+    if inputs != PROGRAM_INPUTS:
+        raise ArtifactError(
+            f"{path}: this {metadata.get('artifact', 'exported')} artifact takes prepared graph tensors "
+            f"({', '.join(inputs[4:7])}, ...), which this runtime no longer builds; export it again from the "
+            "checkpoint with this version of ocp-deploy (the new artifact builds its neighbour graph itself)"
+        )
+
+
 def to_onnx_props(metadata: Dict[str, Any]) -> Dict[str, str]:
     """Flatten for ONNX ``metadata_props``: each value JSON-encoded (strings quoted)."""
     return {key: json.dumps(value) for key, value in metadata.items()}

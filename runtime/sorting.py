@@ -68,8 +68,12 @@ def expand_groups(counts: Tensor, total: Optional[int] = None) -> Tensor:
         marks = torch.zeros(total + 1, dtype=torch.long, device=counts.device)
         marks.index_add_(0, torch.cumsum(counts, dim=0) - counts, torch.ones_like(counts))
         return torch.cumsum(marks, dim=0)[:total] - 1
-    groups = torch.arange(counts.shape[0], dtype=torch.long, device=counts.device)
-    return declare_entries(torch.repeat_interleave(groups, counts))
+    # A trailing group without entries: ONNX's translation of repeat_interleave
+    # reads the last count, so no groups at all (no triplets: no quadruplet
+    # groups) would index an empty tensor.
+    padded = torch.cat([counts, torch.zeros(1, dtype=counts.dtype, device=counts.device)])
+    groups = torch.arange(padded.shape[0], dtype=torch.long, device=counts.device)
+    return declare_entries(torch.repeat_interleave(groups, padded))
 
 
 def lower_bound(sorted_values: Tensor, queries: Tensor) -> Tensor:

@@ -30,8 +30,8 @@ def _export_with_perturbed_weights(monkeypatch, tmp_path, relative, format="torc
         original = export.write_torchscript
         monkeypatch.setattr(export, "write_torchscript", lambda deployed, metadata, path: original(perturbed(deployed), metadata, path))
     else:
-        original = export.write_onnx
-        monkeypatch.setattr(export, "write_onnx", lambda physical, *rest: original(perturbed(physical), *rest))
+        original = export.build_program
+        monkeypatch.setattr(export, "build_program", lambda physical, *rest: original(perturbed(physical), *rest))
     suffix = ".pt" if format == "torchscript" else ".onnx"
     output = tmp_path / f"painn{suffix}"
     return output, lambda: export.export_checkpoint(str(CHECKPOINTS / "painn_tiny.pt"), str(output), format=format)
@@ -58,23 +58,23 @@ def test_float32_rounding_noise_is_accepted(monkeypatch, tmp_path):
 
 
 def _freeze_size(monkeypatch, size_name):
-    """Make ``capture.dynamic_shapes`` leave one named size static: the export specialises it to the example."""
-    import ocpdeploy.exporter.capture as capture
+    """Make ``program.program_dynamic_shapes`` leave one named size static: the export specialises it to the example."""
+    import ocpdeploy.exporter.program as program
 
-    original = capture.dynamic_shapes
+    original = program.program_dynamic_shapes
 
-    def frozen(contract):
-        return tuple({axis: dim for axis, dim in entry.items() if dim.__name__ != size_name} for entry in original(contract))
+    def frozen(*arguments):
+        return tuple({axis: dim for axis, dim in entry.items() if dim.__name__ != size_name} for entry in original(*arguments))
 
-    monkeypatch.setattr(capture, "dynamic_shapes", frozen)
+    monkeypatch.setattr(program, "program_dynamic_shapes", frozen)
 
 
 def test_specialised_export_is_refused_by_the_size_check(monkeypatch, tmp_path):
     from ocpdeploy.exporter.shape_check import ShapeContractError
 
-    _freeze_size(monkeypatch, "edges_per_atom")
+    _freeze_size(monkeypatch, "structures")
     output = tmp_path / "painn.onnx"
-    with pytest.raises(ShapeContractError, match=r"input 'edge_kmax' dimension 0 \('edges_per_atom'\) was specialised to the constant") as error:
+    with pytest.raises(ShapeContractError, match=r"input 'cell' dimension 0 \('structures'\) was specialised to the constant") as error:
         export.export_checkpoint(str(CHECKPOINTS / "painn_tiny.pt"), str(output), format="onnx")
     assert "\n" not in str(error.value)
     assert not os.path.exists(output)
@@ -84,7 +84,7 @@ def test_specialised_export_is_refused_by_the_probe_suite(monkeypatch, tmp_path)
     """With the size check switched off, the probe suite still refuses the specialised artifact."""
     import ocpdeploy.exporter.write_onnx as write_onnx
 
-    _freeze_size(monkeypatch, "edges_per_atom")
+    _freeze_size(monkeypatch, "structures")
     monkeypatch.setattr(write_onnx, "check_program_shapes", lambda *arguments: None)
     monkeypatch.setattr(write_onnx, "check_onnx_shapes", lambda *arguments: None)
     output = tmp_path / "painn.onnx"
