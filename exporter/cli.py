@@ -23,14 +23,27 @@ from importlib import metadata as distribution_metadata
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import click
+PROG = "export-model"
+# Top-level modules of the export extra; without them the command says what to install.
+EXPORT_MODULES = ("click", "torch", "onnx", "onnxscript", "vesin")
+MISSING_EXPORT_EXTRA = f'{PROG}: error: exporting needs torch and the export extra: pip install "ocp-deploy[export]"'
+EXIT_USAGE = 2
+
+try:
+    import click
+    import torch  # noqa: F401 - every export needs it; imported here so a missing torch is one line
+
+    from .checkpoint import check_checkpoint_file
+except ImportError as missing:
+    if (missing.name or "").split(".")[0] not in EXPORT_MODULES:
+        raise
+    # A runtime-only install (ONNX Runtime without torch): one line, not a traceback.
+    print(MISSING_EXPORT_EXTRA, file=sys.stderr)
+    sys.exit(EXIT_USAGE)
 
 from ocpdeploy.runtime.filekind import non_artifact_message
 from ocpdeploy.runtime.keys import FORCES_MODES
 
-from .checkpoint import check_checkpoint_file
-
-PROG = "export-model"
 DISTRIBUTION = "ocp-deploy"
 # --version from a source tree that was never installed (no distribution metadata to read).
 UNKNOWN_VERSION = "unknown (not installed; pip install -e . records the version)"

@@ -1,4 +1,8 @@
-"""ASE calculator around a deployed artifact (TorchScript, ONNX or AOTInductor)."""
+"""ASE calculator around a deployed artifact (TorchScript, ONNX or AOTInductor).
+
+With an ONNX artifact it runs on numpy, ase and ONNX Runtime alone; torch
+is imported only for a ``.pt`` or ``.pt2`` (``model.load_model``).
+"""
 
 from typing import Any, List, Optional
 

@@ -1,7 +1,7 @@
 """A failure inside an artifact's runtime reaches the user as one line naming the artifact and the structure."""
 
+import numpy as np
 import pytest
-import torch
 
 from ocpdeploy.exporter.probe import probe_atoms, probe_suite
 from ocpdeploy.exporter.write_aoti import compiler_available
@@ -9,12 +9,12 @@ from ocpdeploy.runtime import InferenceError, load_model
 
 
 def _break_feeds(monkeypatch, model):
-    """Feed cell offsets with a wrong width, as a host with a bug would."""
+    """Feed positions with a wrong width, as a host with a bug would."""
     original = model._feeds
 
-    def broken(tensors):
-        feeds = original(tensors)
-        feeds["cell_offsets"] = torch.zeros((feeds["cell_offsets"].shape[0], 4), dtype=feeds["cell_offsets"].dtype)
+    def broken(arrays):
+        feeds = original(arrays)
+        feeds["positions"] = np.zeros((feeds["positions"].shape[0], 4), dtype=feeds["positions"].dtype)
         return feeds
 
     monkeypatch.setattr(model, "_feeds", broken)
