@@ -45,6 +45,22 @@ EXAMPLE_SEED = 20261207
 MAX_ATOMS = 2**31 - 1
 
 
+# Graph entries whose length is a padded group width K (``runtime/slots.py``).
+KMAX_SUFFIX = "_kmax"
+# Smallest padded width inside exported programs. K is a data-dependent size
+# there (it was an input before the graph moved inside), and AOTInductor's
+# lowering of batched products asks whether K == 1 for its layout choice,
+# which it cannot decide for a data-dependent size. A width of at least 2
+# (extra slots hold zeros and add nothing to the sums) settles that at
+# compile time.
+MIN_PADDED_WIDTH = 2
+
+
+def _at_least_minimum_width(kmax: Tensor) -> Tensor:
+    """``kmax`` (K,) zeros -> (max(K, MIN_PADDED_WIDTH),) zeros."""
+    return torch.zeros(torch.sym_max(kmax.shape[0], MIN_PADDED_WIDTH), dtype=kmax.dtype, device=kmax.device)
+
+
 class StructureProgram(nn.Module):
     """Graph construction followed by the model; see the module docstring."""
 
@@ -61,7 +77,8 @@ class StructureProgram(nn.Module):
         batch = expand_groups(natoms, positions.shape[0])  # (N,)
         with torch.no_grad():
             graph = self.graph_builder(positions.detach(), cell.detach(), pbc, natoms, tags)
-        outputs = list(self.model(positions, cell, atomic_numbers, batch, *[graph[name] for name in self.graph_names]))
+        prepared = [_at_least_minimum_width(graph[name]) if name.endswith(KMAX_SUFFIX) else graph[name] for name in self.graph_names]
+        outputs = list(self.model(positions, cell, atomic_numbers, batch, *prepared))
         if self.has_stress:
             outputs[2] = mask_non_periodic_stress(outputs[2], pbc)
         return tuple(outputs)

@@ -192,8 +192,9 @@ class PaiNNMessage(nn.Module):
         """One pass, with the messages computed directly in the padded (N, K) layout.
 
         Slot ``target * K + edge_slot`` holds its edge; unused slots read the
-        zero row appended to ``xh`` and ``vec`` (source index N), so their
-        factors are exactly 0 without a mask pass. The K slots of each target
+        zero rows appended to ``xh`` and ``vec`` (source index N) and to the
+        edge features (edge index E), so their factors are exactly 0 without
+        a mask pass. The K slots of each target
         are then reduced: ``a`` and ``vec_j * b`` are summed over K, and the
         ``c (x) u`` part is the batched product ``u^T c`` (N, 3, K) @ (N, K, H),
         so that (N*K, 3, H) tensor is never materialised. No (N*K, 3H) zero
@@ -204,15 +205,19 @@ class PaiNNMessage(nn.Module):
         width = edge_kmax.shape[0]
         hidden = self.hidden_channels
         size = num_atoms * width
+        num_edges = edge_index.shape[1]
         positions = slot_positions(edge_index[1], edge_slot, edge_kmax)  # (E,)
-        edge_at_slot = at_positions(
-            torch.arange(edge_index.shape[1], dtype=edge_index.dtype, device=edge_index.device), positions, size
-        )  # (N*K,), edge 0 at unused slots
+        edge_ids = torch.arange(num_edges, dtype=edge_index.dtype, device=edge_index.device)
+        edge_at_slot = at_positions(edge_ids - num_edges, positions, size) + num_edges  # (N*K,), E at unused slots
         source_at_slot = at_positions(edge_index[0] - num_atoms, positions, size) + num_atoms  # (N*K,), N at unused
         xh_padded = torch.cat([xh, torch.zeros((1, xh.shape[1]), dtype=xh.dtype, device=xh.device)])  # (N+1, 3H)
         vec_padded = torch.cat([vec, torch.zeros((1, 3, hidden), dtype=vec.dtype, device=vec.device)])  # (N+1, 3, H)
-        a, b, c = self._factors(self._thirds(xh_padded), source_at_slot, edge_rbf.index_select(0, edge_at_slot))  # 3 x (N*K, H)
-        unit_at_slot = edge_unit.index_select(0, edge_at_slot).reshape(num_atoms, width, 3)  # (N, K, 3)
+        # Unused slots read a zero edge row (index E): K may exceed every group's
+        # size (exported programs pad it), and a structure may have no edges.
+        rbf_padded = torch.cat([edge_rbf, torch.zeros((1, edge_rbf.shape[1]), dtype=edge_rbf.dtype, device=edge_rbf.device)])
+        unit_padded = torch.cat([edge_unit, torch.zeros((1, 3), dtype=edge_unit.dtype, device=edge_unit.device)])
+        a, b, c = self._factors(self._thirds(xh_padded), source_at_slot, rbf_padded.index_select(0, edge_at_slot))  # 3 x (N*K, H)
+        unit_at_slot = unit_padded.index_select(0, edge_at_slot).reshape(num_atoms, width, 3)  # (N, K, 3)
         dx = a.reshape(num_atoms, width, hidden).sum(dim=1)  # (N, H)
         dvec = (vec_padded.index_select(0, source_at_slot) * b.unsqueeze(1)).reshape(num_atoms, width, 3, hidden).sum(dim=1)
         dvec = dvec + torch.bmm(unit_at_slot.transpose(1, 2), c.reshape(num_atoms, width, hidden))  # (N, 3, H)

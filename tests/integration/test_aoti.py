@@ -66,12 +66,46 @@ def test_aoti_is_deterministic_with_two_threads_and_equals_torchscript(export_ar
     assert np.abs(first["forces"] - expected["forces"]).max() <= 2e-4 * np.abs(expected["forces"]).max() + 1e-3
 
 
+@pytest.mark.parametrize("checkpoint", AOTI_MODELS)
+def test_aoti_package_runs_on_the_structures_alone(export_artifact, checkpoint):
+    """The compiled program takes the six structure inputs and builds its graph itself (torch's own
+    AOTInductor loader, no ocp-deploy code on the call): equal to the TorchScript artifact's forward_batch
+    on a batch of a slab (tags 0/1/2), a molecule, a lone atom and a 1-atom cell with many images."""
+    from ase import Atoms
+    from ase.build import add_adsorbate, bulk, fcc111, molecule
+    from torch._inductor import aoti_load_package
+
+    slab = fcc111("Cu", size=(2, 2, 3), vacuum=7.0, a=3.61)
+    slab.set_tags([0] * 4 + [1] * 8)
+    add_adsorbate(slab, "O", 1.6, "fcc")
+    slab.set_tags(list(slab.get_tags()[:-1]) + [2])
+    slab.pbc = (True, True, False)
+    ethanol = molecule("CH3CH2OH")
+    ethanol.center(vacuum=5.0)
+    lone = Atoms("Cu", positions=[[5.0, 5.0, 5.0]], cell=[10.0, 10.0, 10.0], pbc=False)
+    single = bulk("Cu", "fcc", a=3.61)
+    structures = [slab, ethanol, lone, single]
+    inputs = (
+        torch.tensor(np.concatenate([a.positions for a in structures]), dtype=torch.float32),
+        torch.tensor(np.concatenate([a.numbers for a in structures]), dtype=torch.long),
+        torch.tensor(np.stack([a.cell.array for a in structures]), dtype=torch.float32),
+        torch.tensor(np.stack([a.pbc for a in structures]), dtype=torch.bool),
+        torch.tensor(np.concatenate([a.get_tags() for a in structures]), dtype=torch.long),
+        torch.tensor([len(a) for a in structures], dtype=torch.long),
+    )
+    energy, forces = aoti_load_package(export_artifact(checkpoint, "aoti"))(*inputs)
+    expected = torch.jit.load(export_artifact(checkpoint, "torchscript")).forward_batch(*inputs)
+    assert torch.allclose(energy, expected["energy"], rtol=1e-5, atol=1e-4)
+    scale = float(expected["forces"].abs().max())
+    assert float((forces - expected["forces"]).abs().max()) <= 1e-4 * scale + 1e-4
+
+
 def test_aoti_metadata_and_ase(export_artifact, reference, atoms):
     path = export_artifact("painn_tiny", "aoti")
     model = load_model(path)
     metadata = model.metadata
     assert metadata["artifact"] == "aoti" and metadata["compiled_for"] == "cpu"
-    assert metadata["inputs"][:4] == ["positions", "cell", "atomic_numbers", "batch"]
+    assert metadata["inputs"] == ["positions", "atomic_numbers", "cell", "pbc", "tags", "natoms"]
     assert metadata["units"]["energy"] == "eV" and metadata["normalizers"]["baked_in"] is True
     assert len(metadata["checkpoint_sha256"]) == 64 and metadata["torch_version"] == torch.__version__
     structure = atoms("v1")
