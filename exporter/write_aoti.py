@@ -83,8 +83,6 @@ def write_aoti(
         try:
             torch._inductor.aoti_compile_and_package(exported, package_path=path, inductor_configs=configs)
         except Exception as error:  # noqa: BLE001 - inductor raises many types; one line names the stage
-            if os.environ.get("OCPDEPLOY_DEBUG_AOTI"):
-                raise
             first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
             raise CompilerError(f"AOTInductor could not compile the model: {first}") from None
     return path
