@@ -19,7 +19,7 @@ an artifact, and other hosts must pass valid structures (known elements,
 finite positions, a non-singular cell where pbc is set).
 """
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -45,15 +45,18 @@ EXAMPLE_SEED = 20261207
 MAX_ATOMS = 2**31 - 1
 
 
-# Graph entries whose length is a padded group width K (``runtime/slots.py``).
-KMAX_SUFFIX = "_kmax"
-# Smallest padded width inside exported programs. K is a data-dependent size
-# there (it was an input before the graph moved inside), and AOTInductor's
-# lowering of batched products asks whether K == 1 for its layout choice,
-# which it cannot decide for a data-dependent size. A width of at least 2
-# (extra slots hold zeros and add nothing to the sums) settles that at
-# compile time.
+# Smallest padded group width K (``runtime/slots.py``) of the entries
+# ``widened`` names. K is a data-dependent size inside an exported program,
+# and AOTInductor's CPU lowering of a batched product whose operand has K
+# as a dimension asks whether K == 1 for its layout choice, which it cannot
+# decide for a data-dependent size (PaiNN's padded messages, ``edge_kmax``).
+# A width of at least 2 settles that at compile time; the extra slots are
+# unused and add nothing to the sums. Only for models whose padded layout
+# reads nothing at unused slots (PaiNN: a zero row): GemNet-OC's gather
+# tables read row 0 there, which need not exist.
 MIN_PADDED_WIDTH = 2
+# Padded widths each model's AOTInductor program widens, by model kind.
+AOTI_WIDENED = {"painn": ("edge_kmax",), "gemnet_oc": ()}
 
 
 def _at_least_minimum_width(kmax: Tensor) -> Tensor:
@@ -64,8 +67,11 @@ def _at_least_minimum_width(kmax: Tensor) -> Tensor:
 class StructureProgram(nn.Module):
     """Graph construction followed by the model; see the module docstring."""
 
-    def __init__(self, graph: nn.Module, model: nn.Module, graph_names: List[str], has_stress: bool) -> None:
+    def __init__(
+        self, graph: nn.Module, model: nn.Module, graph_names: List[str], has_stress: bool, widened: Sequence[str] = ()
+    ) -> None:
         super().__init__()
+        self.widened = list(widened)
         self.graph_builder = graph  # not "graph": an exported program names its constants after submodules, and "graph" is taken
         self.model = model
         self.graph_names = graph_names
@@ -77,7 +83,7 @@ class StructureProgram(nn.Module):
         batch = expand_groups(natoms, positions.shape[0])  # (N,)
         with torch.no_grad():
             graph = self.graph_builder(positions.detach(), cell.detach(), pbc, natoms, tags)
-        prepared = [_at_least_minimum_width(graph[name]) if name.endswith(KMAX_SUFFIX) else graph[name] for name in self.graph_names]
+        prepared = [_at_least_minimum_width(graph[name]) if name in self.widened else graph[name] for name in self.graph_names]
         outputs = list(self.model(positions, cell, atomic_numbers, batch, *prepared))
         if self.has_stress:
             outputs[2] = mask_non_periodic_stress(outputs[2], pbc)
@@ -119,18 +125,25 @@ def program_dynamic_shapes(contract: List[ContractInput] = PROGRAM_CONTRACT) -> 
 
 
 def build_program(
-    physical: PhysicalModel, graph: nn.Module, model_contract: List[ContractInput], max_atomic_number: int, device: torch.device
+    physical: PhysicalModel,
+    graph: nn.Module,
+    model_contract: List[ContractInput],
+    max_atomic_number: int,
+    device: torch.device,
+    widened: Sequence[str] = (),
 ) -> Tuple[StructureProgram, Tuple[Tensor, ...], Tuple[Dict[int, Any], ...]]:
     """(program, example, dynamic_shapes) to hand to ``torch.export`` for the model of ``physical`` and ``graph``.
 
     ``model_contract`` is the prepared-graph contract of the model
     (``runtime/contract.py``: ``model_contract``); the model is captured on
     its example (``capture.exportable``) and composed with ``graph``.
+    ``widened`` names padded-width entries given at least
+    ``MIN_PADDED_WIDTH`` (``AOTI_WIDENED``).
     """
     dtype = next(t for t in physical.parameters() if t.is_floating_point()).dtype
     model_example = example_inputs(model_contract, dtype, max_atomic_number, device)
     model, _ = exportable(physical, model_contract, model_example)
     graph_names = list(graph.input_names)
     has_stress = len(output_names(physical)) == 3
-    program = StructureProgram(graph.to(device), model, graph_names, has_stress)
+    program = StructureProgram(graph.to(device), model, graph_names, has_stress, widened)
     return program, program_example(dtype, max_atomic_number, device), program_dynamic_shapes()
