@@ -45,14 +45,12 @@ from typing import Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 import numpy as np  # noqa: E402
 from ase.build import bulk  # noqa: E402
 
 from compare import MATMUL_SIZE, machine_description, matmul_peak_gflops  # noqa: E402  (the benchmarks' machine record)
-import cpp_helpers as helpers  # noqa: E402  (lmp_ocp build, LAMMPS data files, environment)
-import lammps_common as common  # noqa: E402  (Open MPI launcher)
+from ocpdeploy.exporter import lammps_host  # noqa: E402  (lmp_ocp build, LAMMPS data files, environment, Open MPI)
 
 # Cu bulk cells: atoms -> fcc cubic cell repeats; each weak-scaling pair
 # halves the larger cell along its last axis.
@@ -129,7 +127,7 @@ def export_painn_h512(work: Path, forces: str) -> Path:
 def cell(natoms: int):
     atoms = bulk("Cu", "fcc", a=LATTICE, cubic=True).repeat(CELLS[natoms])
     atoms.positions += np.random.default_rng(SEED).normal(scale=RATTLE, size=atoms.positions.shape)
-    return helpers.lammps_cell(atoms)
+    return lammps_host.lammps_cell(atoms)
 
 
 def script(data: Path, artifact: Path, threads: int, keywords: str, steps: int) -> str:
@@ -167,12 +165,12 @@ def run(lmp_ocp: Path, natoms: int, label: str, artifact: Path, steps: int, fold
     ranks, threads, keywords = CONFIGS[label]
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "data.lmp"
-    helpers.write_lammps_data(data, cell(natoms))
+    lammps_host.write_lammps_data(data, cell(natoms))
     (folder / "in.bench").write_text(script(data, artifact, threads, keywords, steps))
     command = [str(lmp_ocp), "-in", "in.bench", "-log", "none", "-nocite"]
     if ranks > 1:
-        command = [str(common.OPENMPI_MPIRUN), "-np", str(ranks), "--oversubscribe", "--bind-to", "core"] + command
-    env = helpers.host_environment()
+        command = [str(lammps_host.OPENMPI_MPIRUN), "-np", str(ranks), "--oversubscribe", "--bind-to", "core"] + command
+    env = lammps_host.host_environment()
     env["OMP_NUM_THREADS"] = str(threads)
     load_before = wait_until_quiet(quiet_wait_s)
     start = time.perf_counter()
@@ -184,7 +182,7 @@ def run(lmp_ocp: Path, natoms: int, label: str, artifact: Path, steps: int, fold
         raise RuntimeError(f"{label} N={natoms} failed:\n{output[-3000:]}")
     loops = LOOP.findall(output)
     seconds, _, timed_steps = loops[-1]
-    rows = common.thermo_rows(output, 5)
+    rows = lammps_host.thermo_rows(output, 5)
     ghosts = NGHOST.findall(output)
     active = ACTIVE.findall(output)
     cpu_use = CPU_USE.findall(output)
@@ -278,7 +276,7 @@ def main() -> None:
     lmp_ocp = args.lmp_ocp
     if lmp_ocp is None:
         print("building cpp_demo ...", flush=True)
-        lmp_ocp = helpers.build_hosts(work / "build")["lmp_ocp"]
+        lmp_ocp = lammps_host.build_hosts(REPO / "cpp_demo", work / "build")["lmp_ocp"]
         if lmp_ocp is None:
             sys.exit("lmp_ocp was not built: is Debian's LAMMPS installed (apt-get install lammps liblammps-dev)?")
     print("exporting PaiNN h512 ...", flush=True)

@@ -119,6 +119,15 @@ BACKGROUND_EXPORTS = {
         ("painn_tiny", "aoti", "conservative", "float64"),
         ("painn_tiny", "torchscript", "conservative", "float64"),
     ],
+    # The same packages and artifacts as test_aoti.py (no compile of its own).
+    "test_cpp_aoti.py": [
+        ("painn_tiny", "aoti", None, "float32"),
+        ("gemnet_oc_tiny", "aoti", None, "float32"),
+        ("painn_tiny", "torchscript", None, "float32"),
+        ("gemnet_oc_tiny", "torchscript", None, "float32"),
+        ("painn_tiny", "aoti", "conservative", "float64"),
+        ("painn_tiny", "torchscript", "conservative", "float64"),
+    ],
     "test_artifacts.py": [
         ("painn_tiny", "onnx", None, "float32"),
         ("gemnet_oc_tiny", "onnx", None, "float32"),

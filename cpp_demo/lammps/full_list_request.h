@@ -6,12 +6,14 @@
 // * Modern LAMMPS (mid-2022 onwards, including every 2023-2025 stable
 //   release): neighbor->add_request(pair, NeighConst::REQ_FULL),
 //   comm->forward_comm(pair), comm->reverse_comm(pair).
-// * The 2021 API (Debian's 29Sep2021 "20220106" package, whose headers lack
-//   neigh_request.h): neighbor->request(pair, instance) returns an index into
-//   neighbor->requests, and the half/full flags are written through a mirror
-//   of the leading NeighRequest members of that release, verified against the
-//   defaults its constructor sets before anything is written;
-//   comm->forward_comm_pair(pair), comm->reverse_comm_pair(pair).
+// * The 2021 API: neighbor->request(pair, instance) returns an index into
+//   neighbor->requests, whose half/full flags are then set;
+//   comm->forward_comm_pair(pair), comm->reverse_comm_pair(pair). With
+//   LAMMPS's own neigh_request.h (source trees) the flags are NeighRequest's
+//   members; Debian's 29Sep2021 "20220106" package does not ship that header,
+//   and there they are written through a mirror of the leading NeighRequest
+//   members of that release, verified against the defaults its constructor
+//   sets before anything is written.
 // Both communicate pair->comm_forward / comm_reverse doubles per atom at most
 // (the receive buffers' size); each pack call returns how many it wrote.
 #pragma once
@@ -36,9 +38,23 @@ inline void request_full_list(Pair* pair, int, Neighbor* neighbor, Error*) {
 inline void forward_comm(Comm* comm, Pair* pair) { comm->forward_comm(pair); }
 inline void reverse_comm(Comm* comm, Pair* pair) { comm->reverse_comm(pair); }
 
+#elif __has_include("neigh_request.h")
+
+#include "neigh_request.h"
+
+inline void request_full_list(Pair* pair, int instance_me, Neighbor* neighbor, Error*) {
+  NeighRequest* request = neighbor->requests[neighbor->request(pair, instance_me)];
+  request->half = 0;
+  request->full = 1;
+}
+
+inline void forward_comm(Comm* comm, Pair* pair) { comm->forward_comm_pair(pair); }
+inline void reverse_comm(Comm* comm, Pair* pair) { comm->reverse_comm_pair(pair); }
+
 #else
 
-// Leading members of NeighRequest in LAMMPS 29Sep2021; only these are touched.
+// Leading members of NeighRequest in LAMMPS 29Sep2021 (headers without
+// neigh_request.h); only these are touched.
 struct NeighRequestPrefix2021 : protected Pointers {
   int index;
   void* requestor;

@@ -30,9 +30,6 @@ namespace LAMMPS_NS {
 namespace {
 
 constexpr const char* kRequiredUnits = "metal";  // eV, Angstrom, ps, amu, K
-// Ghost-minus-owner displacements are exact lattice vectors up to round-off;
-// a fractional part larger than this means the ghost is not an image.
-constexpr double kShiftTolerance = 1.0e-4;
 // Relative tolerance of the optional `cutoff` keyword against the metadata.
 constexpr double kCutoffTolerance = 1.0e-6;
 // Longest OCP tag accepted in pair_coeff El:TAG (tags are 0, 1, 2 in OC20).
@@ -132,6 +129,8 @@ void PairOCP::settings(int narg, char** arg) {
   }
   guarded("loading artifact", [&]() {
     ocp_deploy::set_num_threads(threads);
+    // LAMMPS's error line for a failure inside a package's compiled code.
+    ocp_deploy::set_fatal_error_prefix("ERROR: pair ocp (compute): ");
     model_ = std::make_unique<ocp_deploy::Model>(artifact_, ocp_deploy::parse_device(device));
   });
   const ocp_deploy::Metadata& meta = model_->metadata();
@@ -145,10 +144,7 @@ void PairOCP::settings(int narg, char** arg) {
   }
   if (comm->me == 0) {
     utils::logmesg(lmp, "pair ocp: artifact " + artifact_ + "\n" + meta.summary() + "\n" +
-                            "  forward_candidates " +
-                            (model_->has_forward_candidates() ? "yes (LAMMPS neighbour list)"
-                                                              : "no (artifact builds its graph)") +
-                            "\n");
+                            "  artifact format   " + ocp_deploy::format_name(model_->format()) + "\n");
   }
   choose_decomposition(decomposition);
   if (meta.forces == "direct")
@@ -218,11 +214,13 @@ void PairOCP::init_style() {
                             "domain') requires 'newton on': ghost atoms carry force contributions "
                             "that LAMMPS adds to their owners; this input has newton_pair off"));
     if (comm->me == 0) utils::logmesg(lmp, str("pair ocp: newton_pair on (ghost forces summed into owners)\n"));
+    // Only the domain path reads a neighbour list (its candidate pairs); the
+    // whole-system call builds its graph inside the artifact.
+    ocp_lammps::request_full_list(this, instance_me, neighbor, error);
   } else if (comm->me == 0) {
     utils::logmesg(lmp, std::string("pair ocp: newton_pair ") + (force->newton_pair ? "on" : "off") +
                             " (both supported: all forces land on owned atoms, ghosts get none)\n");
   }
-  ocp_lammps::request_full_list(this, instance_me, neighbor, error);
 }
 
 // Whole system on 1 rank, or the artifact's domain_* methods on any number
@@ -240,6 +238,12 @@ void PairOCP::choose_decomposition(Decomposition requested) {
       refuse_several_ranks("'decomposition whole' evaluates the whole periodic system in one call on one rank");
     return;
   }
+  if (model_->format() == ocp_deploy::ArtifactFormat::AOTInductor)
+    error->all(FLERR, "pair ocp: " + artifact_ + " is an AOTInductor package, which holds the whole-system "
+                      "program only (no per-layer domain entry points), so it runs on 1 MPI rank without "
+                      "'decomposition domain' (this run: " + std::to_string(ranks) + " rank(s)); to run on "
+                      "several ranks, export the checkpoint as a TorchScript artifact (export-model CKPT "
+                      "--format torchscript) and use that");
   const std::string& kind = model_->metadata().model_kind;
   if (!model_->has_domain()) {
     if (ranks > 1) refuse_several_ranks(single_rank_reason(kind));
@@ -307,61 +311,6 @@ void PairOCP::build_frame() {
   for (int d = 0; d < 3; ++d) frame_.pbc[d] = domain->periodicity[d] != 0;
 }
 
-void PairOCP::build_candidates() {
-  candidates_.clear();
-  const int nlocal = atom->nlocal;
-  double** x = atom->x;
-  const tagint* tag = atom->tag;
-  const double cutoff_sq = cutoff_ * cutoff_;
-  const double xprd = domain->xprd, yprd = domain->yprd, zprd = domain->zprd;
-  const double xy = domain->xy, xz = domain->xz, yz = domain->yz;
-  for (int ii = 0; ii < list->inum; ++ii) {
-    const int i = list->ilist[ii];
-    const int* neighbours = list->firstneigh[i];
-    for (int jj = 0; jj < list->numneigh[i]; ++jj) {
-      const int j = neighbours[jj] & NEIGHMASK;
-      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
-      if (dx * dx + dy * dy + dz * dz > cutoff_sq) continue;
-      const int owner = j < nlocal ? j : atom->map(tag[j]);
-      if (owner < 0 || owner >= nlocal)
-        throw ocp_deploy::Error("ghost atom " + std::to_string(tag[j]) + " has no owned copy");
-      // x[j] - x[owner] = n0 a + n1 b + n2 c; solve the triangular system.
-      const double gx = x[j][0] - x[owner][0], gy = x[j][1] - x[owner][1], gz = x[j][2] - x[owner][2];
-      const double n2 = gz / zprd;
-      const double n1 = (gy - n2 * yz) / yprd;
-      const double n0 = (gx - n1 * xy - n2 * xz) / xprd;
-      const double fractional[3] = {n0, n1, n2};
-      for (int d = 0; d < 3; ++d) {
-        const double shift = std::nearbyint(fractional[d]);
-        if (std::fabs(fractional[d] - shift) > kShiftTolerance ||
-            (shift != 0.0 && !domain->periodicity[d]))
-          throw ocp_deploy::Error("ghost atom " + std::to_string(tag[j]) +
-                                  " is not a periodic image of its owner");
-        candidates_.offsets.push_back(static_cast<std::int64_t>(shift));
-      }
-      candidates_.neighbour.push_back(slot_[owner]);
-      candidates_.centre.push_back(slot_[i]);
-    }
-  }
-}
-
-// A full list holds every owned-owned pair in both directions; a half list
-// holds it once. Guards the full-list request (on the 2021 API, a mirror of
-// NeighRequest) at run time.
-void PairOCP::check_list_is_full() const {
-  const int nlocal = atom->nlocal;
-  long below = 0, above = 0;
-  for (int ii = 0; ii < list->inum; ++ii) {
-    const int i = list->ilist[ii];
-    for (int jj = 0; jj < list->numneigh[i]; ++jj) {
-      const int j = list->firstneigh[i][jj] & NEIGHMASK;
-      if (j < nlocal) (j < i ? below : above)++;
-    }
-  }
-  if (below != above)
-    throw ocp_deploy::Error("LAMMPS returned a half neighbour list where a full one was requested");
-}
-
 void PairOCP::apply(const ocp_deploy::Result& result) {
   const int nlocal = atom->nlocal;
   double** f = atom->f;
@@ -405,13 +354,7 @@ void PairOCP::compute(int eflag, int vflag) {
                           "evaluation (per-atom energy: 'decomposition domain', PaiNN)"));
   guarded("compute", [&]() {
     build_frame();
-    if (model_->has_forward_candidates()) {
-      check_list_is_full();
-      build_candidates();
-      apply(model_->compute(frame_, candidates_));
-    } else {
-      apply(model_->compute(frame_));
-    }
+    apply(model_->compute(frame_));
   });
 }
 
@@ -452,7 +395,6 @@ void PairOCP::compute_domain() {
   const int nall = nlocal + atom->nghost;
   const tagint* tag = atom->tag;
   const int* type = atom->type;
-  check_list_is_full();
   build_domain_candidates();
   std::vector<std::int64_t> ids(nall), numbers(nall);
   for (int i = 0; i < nall; ++i) {

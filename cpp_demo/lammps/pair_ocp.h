@@ -1,5 +1,6 @@
-// pair_ocp.h - LAMMPS pair style "ocp" evaluating an ocp-deploy TorchScript
-// artifact.
+// pair_ocp.h - LAMMPS pair style "ocp" evaluating an ocp-deploy artifact: a
+// TorchScript artifact (.pt) or an AOTInductor package (.pt2), told apart
+// from the file's contents by the core (ocp_deploy/model.hpp).
 //
 //   units metal
 //   atom_modify map array            # ghosts are mapped to their owners
@@ -14,8 +15,10 @@
 // Two paths (`decomposition`): "whole" evaluates the whole periodic system
 // in one artifact call on one MPI rank; "domain" splits it over the MPI
 // ranks (LAMMPS's spatial decomposition) with the artifact's per-layer
-// domain_* methods (PaiNN). "auto" (default): whole on 1 rank, domain on
-// more. GemNet-OC (no domain methods) on several ranks is a LAMMPS error.
+// domain_* methods (PaiNN TorchScript artifacts). "auto" (default): whole on
+// 1 rank, domain on more. GemNet-OC (no domain methods) and AOTInductor
+// packages (the whole-system program only) on several ranks are LAMMPS
+// errors.
 //
 // Whole path (one MPI rank):
 // * The artifact always sees the atoms in atom-ID order (the data file's
@@ -24,13 +27,9 @@
 //   GemNet-OC depend on the atom order (symmetrization keeps the
 //   source < target direction of each capped pair), so this is what makes
 //   LAMMPS equal the Python runtime on the same structure in file order.
-// * A FULL neighbour list is requested (full_list_request.h: modern or 2021
-//   API, chosen at configure time). For every owned atom i and every
-//   neighbour j within the model cutoff, j (owned or ghost) is mapped to its
-//   owner via atom->map(tag[j]); the integer image shift is recovered from
-//   x[j] - x[owner] and the box. The list (owner j, i, shift) is the
-//   candidate superset the artifact's forward_candidates() expects; artifacts
-//   without it fall back to forward(), which builds its own graph.
+// * The artifact (TorchScript forward(), or an AOTInductor package's
+//   program) gets the owned atoms, the box and its periodicity and builds its
+//   own neighbour graph, so this path requests no LAMMPS neighbour list.
 // * The artifact returns the total energy and the forces on all owned atoms
 //   (periodic images included), so no force is written to ghost atoms. This
 //   is correct for both `newton on` and `newton off`: with newton on, the
@@ -42,9 +41,11 @@
 // Domain path (any number of ranks; exact, see ocp_deploy/domain.hpp):
 // * Each rank hands the artifact its owned atoms followed by its ghost atoms
 //   (out to the model cutoff + skin), their global IDs (atom->tag) and the
-//   candidate pairs of its FULL neighbour list (owned centre, owned or ghost
-//   neighbour). Edge selection under the max-neighbour cap is decided by IDs
-//   inside the artifact, so the local order does not matter.
+//   candidate pairs (owned centre, owned or ghost neighbour) of a FULL
+//   neighbour list, requested for this path only (full_list_request.h:
+//   modern or 2021 API, chosen at configure time). Edge selection under the
+//   max-neighbour cap is decided by IDs inside the artifact, so the local
+//   order does not matter.
 // * Per evaluation: the owned atoms' capped neighbour keys are forward-
 //   communicated to their ghosts (cap width int64s per atom, as doubles:
 //   exact below 2^53), then after every message-passing layer but the last
@@ -118,8 +119,6 @@ class PairOCP : public Pair {
   void choose_decomposition(Decomposition requested);
   [[noreturn]] void refuse_several_ranks(const std::string& why);
   void build_frame();
-  void build_candidates();
-  void check_list_is_full() const;
   void apply(const ocp_deploy::Result& result);
   void compute_domain();
   void build_domain_candidates();
@@ -136,7 +135,6 @@ class PairOCP : public Pair {
   std::vector<int> order_;
   std::vector<int> slot_;
   ocp_deploy::Frame frame_;
-  ocp_deploy::Candidates candidates_;
   bool warned_virial_ = false;
 
   // Domain path.

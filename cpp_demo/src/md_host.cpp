@@ -4,7 +4,7 @@
 //   md_host ARTIFACT STRUCTURE.extxyz [--steps N] [--dt FS] [--temperature K]
 //           [--thermostat none|berendsen] [--tau FS] [--device cpu|cuda]
 //           [--threads T] [--trajectory OUT.xyz] [--trajectory-every N]
-//           [--print-every N] [--seed S] [--neighbors auto|host|artifact]
+//           [--print-every N] [--seed S]
 //
 // Exit status: 0 success, 1 runtime error (bad artifact / structure / model
 // failure), 2 bad command line.
@@ -20,7 +20,6 @@
 #include "ocp_deploy/extxyz.hpp"
 #include "ocp_deploy/md.hpp"
 #include "ocp_deploy/model.hpp"
-#include "ocp_deploy/neighbors.hpp"
 #include "ocp_deploy/units.hpp"
 
 namespace {
@@ -47,7 +46,6 @@ struct Options {
   long trajectory_every = 10;
   long print_every = 0;  // 0: steps / kDefaultPrintedRows
   unsigned long long seed = 12345;
-  std::string neighbors = "auto";
 };
 
 class UsageError : public std::runtime_error {
@@ -59,10 +57,9 @@ const char* kUsage =
     "usage: md_host ARTIFACT STRUCTURE.extxyz [--steps N] [--dt FS] [--temperature K]\n"
     "               [--thermostat none|berendsen] [--tau FS] [--device cpu|cuda]\n"
     "               [--threads T] [--trajectory OUT.xyz] [--trajectory-every N]\n"
-    "               [--print-every N] [--seed S] [--neighbors auto|host|artifact]\n"
+    "               [--print-every N] [--seed S]\n"
     "Units: eV, Angstrom, fs, amu, K. NVE velocity Verlet unless --thermostat berendsen.\n"
-    "--neighbors host: md_host's cell list feeds forward_candidates; artifact: forward()\n"
-    "builds its own graph; auto (default): host when the artifact has forward_candidates.\n";
+    "ARTIFACT: a TorchScript artifact (.pt) or an AOTInductor package (.pt2) from export-model.\n";
 
 double parse_number(const std::string& flag, const std::string& text) {
   std::size_t used = 0;
@@ -109,7 +106,6 @@ Options parse_options(int argc, char** argv) {
     else if (arg == "--trajectory") options.trajectory = value;
     else if (arg == "--trajectory-every") options.trajectory_every = parse_count(arg, value, 1);
     else if (arg == "--print-every") options.print_every = parse_count(arg, value, 1);
-    else if (arg == "--neighbors") options.neighbors = value;
     else if (arg == "--seed") options.seed = static_cast<unsigned long long>(parse_count(arg, value, 0));
     else throw UsageError("unknown option " + arg);
   }
@@ -124,8 +120,6 @@ Options parse_options(int argc, char** argv) {
     throw UsageError("--tau must be positive");
   if (options.device != "cpu" && options.device != "cuda")
     throw UsageError("--device must be cpu or cuda");
-  if (options.neighbors != "auto" && options.neighbors != "host" && options.neighbors != "artifact")
-    throw UsageError("--neighbors must be auto, host or artifact");
   if (options.print_every == 0)
     options.print_every = std::max(1L, options.steps / kDefaultPrintedRows);
   return options;
@@ -141,18 +135,13 @@ int run(const Options& options) {
   using namespace ocp_deploy;
   using Clock = std::chrono::steady_clock;
   set_num_threads(options.threads);
+  set_fatal_error_prefix("md_host: error: ");  // same line as every other md_host error
 
   Model model(options.artifact, parse_device(options.device));
   const Metadata& meta = model.metadata();
   std::printf("# md_host (ocp-deploy)\nartifact: %s\nmetadata:\n%s\n", options.artifact.c_str(),
               meta.summary().c_str());
-  std::printf("forward_candidates: %s\n", model.has_forward_candidates() ? "yes" : "no");
-  bool host_neighbors = options.neighbors == "host" ||
-                        (options.neighbors == "auto" && model.has_forward_candidates());
-  if (host_neighbors && !model.has_forward_candidates())
-    throw Error("--neighbors host needs an artifact with forward_candidates (this one has only forward)");
-  std::printf("neighbors: %s\n", host_neighbors ? "host (md_host cell list -> forward_candidates)"
-                                                : "artifact (forward builds its own graph)");
+  std::printf("artifact_format: %s\n", format_name(model.format()));
   if (meta.forces == "direct")
     std::fprintf(stderr,
                  "WARNING: this artifact predicts forces directly (forces=direct); they are not "
@@ -173,12 +162,7 @@ int run(const Options& options) {
               options.device.c_str(), options.threads);
 
   auto velocities = maxwell_boltzmann(structure.masses, options.temperature_k, options.seed);
-  const double cutoff = meta.cutoff;
-  ForceField force_field = [&model, host_neighbors, cutoff](const Frame& frame) {
-    if (!host_neighbors) return model.compute(frame);
-    model.validate(frame);  // before the neighbour search touches the cell
-    return model.compute(frame, neighbour_candidates(frame, cutoff));
-  };
+  ForceField force_field = [&model](const Frame& frame) { return model.compute(frame); };
 
   const auto start_setup = Clock::now();
   VelocityVerlet md(force_field, structure.frame, structure.masses, velocities, options.dt_fs);

@@ -73,11 +73,17 @@ Metadata parse_metadata(const std::string& json_text) {
   meta.max_atomic_number = static_cast<int>(require_number(root, "max_atomic_number"));
   if (meta.min_atomic_number < 1 || meta.max_atomic_number < meta.min_atomic_number)
     throw Error("metadata.json atomic number range is invalid");
-  if (const json::Value* outputs = root.find("outputs");
-      outputs != nullptr && outputs->type == json::Value::Type::Array) {
-    for (const auto& item : outputs->array)
-      if (item.is_string()) meta.outputs.push_back(item.string);
+  // String lists: "outputs" (every artifact), "inputs" (program inputs).
+  const std::pair<const char*, std::vector<std::string>*> lists[] = {{"outputs", &meta.outputs},
+                                                                     {"inputs", &meta.inputs}};
+  for (const auto& [key, target] : lists) {
+    const json::Value* list = root.find(key);
+    if (list == nullptr || list->type != json::Value::Type::Array) continue;
+    for (const auto& item : list->array)
+      if (item.is_string()) target->push_back(item.string);
   }
+  if (const json::Value* device = root.find("compiled_for"); device != nullptr && device->is_string())
+    meta.compiled_for = device->string;
   if (const json::Value* units = root.find("units"); units != nullptr) {
     // The hosts assume eV / Angstrom; refuse anything else.
     const std::pair<const char*, const char*> expected[] = {

@@ -12,11 +12,18 @@
 #include <torch/csrc/jit/serialization/import.h>
 #include <torch/cuda.h>
 
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "ocp_deploy/model.hpp"
+
+// Held by pointer only: its header (and the AOTInductor runner's) stays out
+// of domain.cpp, which shares this Impl.
+namespace torch::inductor {
+class AOTIModelPackageLoader;
+}  // namespace torch::inductor
 
 namespace ocp_deploy {
 namespace detail {
@@ -57,12 +64,21 @@ inline at::Tensor as_tensor(const std::vector<std::int64_t>& values, std::vector
 }  // namespace detail
 
 struct Model::Impl {
-  torch::jit::Module module;
+  ArtifactFormat format = ArtifactFormat::TorchScript;
+  torch::jit::Module module;  // TorchScript artifacts
+  // AOTInductor packages. shared_ptr: its deleter is bound where it is made
+  // (model.cpp), so the loader's type may stay incomplete here.
+  std::shared_ptr<torch::inductor::AOTIModelPackageLoader> package;
   Metadata metadata;
   c10::Device device{at::kCPU};
   c10::ScalarType dtype = at::kFloat;
-  bool has_candidates = false;
   bool has_domain = false;  // domain_layout() and the other domain_* methods
+
+  // Defined in model.cpp (the only translation unit with the AOTInductor
+  // loader's header): load either format, run a package.
+  void load_torchscript(const std::string& path);
+  void load_package(const std::string& path);
+  Result run_package(const Frame& frame);
 
   std::vector<c10::IValue> inputs(const Frame& frame) const {
     const auto n = static_cast<int64_t>(frame.size());

@@ -52,6 +52,13 @@ int main() {
   Metadata meta = parse_metadata(kMetadata);
   check(meta.cutoff == 6.0 && meta.max_atomic_number == 83 && meta.outputs.size() == 3, "metadata fields");
   check(meta.provides_stress() && meta.forces_are_gradients(), "metadata forces");
+  check(meta.compiled_for.empty() && meta.inputs.empty(), "metadata without package keys");
+  // An AOTInductor package's record: its program inputs and device.
+  Metadata package = parse_metadata(std::string(kMetadata).insert(
+      1, R"("compiled_for": "cuda", "inputs": ["positions", "atomic_numbers"], )"));
+  check(package.compiled_for == "cuda" && package.inputs.size() == 2 && package.inputs[1] == "atomic_numbers",
+        "package metadata keys");
+  check(std::string(format_name(ArtifactFormat::AOTInductor)) == "aoti", "format name");
   std::string text(kMetadata);
   check_throws([&] { parse_metadata(""); }, "no metadata.json", "missing metadata");
   check_throws([&] { parse_metadata("{"); }, "not valid JSON", "malformed json");

@@ -11,15 +11,13 @@ md_host and the Python runtime).
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 from ase.build import bulk
 from ase.io import read, write
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "integration"))
-import cpp_helpers  # noqa: E402  (lammps_cell, write_lammps_data, lammps_boundary)
+from ocpdeploy.exporter import lammps_host
 
 
 def main() -> None:
@@ -44,14 +42,14 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    lammps_atoms = cpp_helpers.lammps_cell(atoms)
+    lammps_atoms = lammps_host.lammps_cell(atoms)
     if not lammps_atoms.has("tags"):
         lammps_atoms.set_tags(np.zeros(len(lammps_atoms), dtype=int))
-    types = cpp_helpers.write_lammps_data(out / "data.lmp", lammps_atoms)
-    (out / "system.lmp").write_text(f"boundary {cpp_helpers.lammps_boundary(lammps_atoms)}\nread_data data.lmp\n")
+    types = lammps_host.write_lammps_data(out / "data.lmp", lammps_atoms)
+    (out / "system.lmp").write_text(f"boundary {lammps_host.lammps_boundary(lammps_atoms)}\nread_data data.lmp\n")
     (out / "coeff.lmp").write_text("pair_coeff * * " + " ".join(types) + "\n")
     write(out / "structure.extxyz", lammps_atoms)
-    print(f"{len(atoms)} atoms, types {' '.join(types)}, boundary {cpp_helpers.lammps_boundary(lammps_atoms)} -> {out}")
+    print(f"{len(atoms)} atoms, types {' '.join(types)}, boundary {lammps_host.lammps_boundary(lammps_atoms)} -> {out}")
 
 
 if __name__ == "__main__":

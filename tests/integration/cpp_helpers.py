@@ -1,7 +1,7 @@
 """Helpers for the C++ host tests (md_host, lmp_ocp) and examples.
 
 * ``write_standin_artifact``: a TorchScript artifact that follows the
-  ocp-deploy contract exactly (``forward``, optional ``forward_candidates``,
+  ocp-deploy contract exactly (``forward``, ``forward_batch``,
   ``metadata.json``) but evaluates a smooth Morse pair potential with a cosine
   cutoff. Forces and stress come from ``torch.autograd.grad`` inside
   ``forward``, so with ``forces="conservative"`` it is a genuinely
@@ -13,8 +13,9 @@
   background while the tests run.
 * ``python_predict``: the Python-side reference (``ocpdeploy.runtime`` when it
   exists, else the artifact called through ``torch.jit.load``).
-* ``write_lammps_data`` / ``lammps_cell``: LAMMPS ``atomic`` data files
-  (cell rotated to LAMMPS's lower-triangular form).
+* ``write_lammps_data`` / ``lammps_cell`` and the hosts' build and
+  environment: from ``ocpdeploy.exporter.lammps_host``, which the examples
+  and benchmarks use too.
 """
 
 import json
@@ -33,6 +34,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ocpdeploy.exporter import lammps_host
+from ocpdeploy.exporter.lammps_host import (  # noqa: F401  (re-exported for the test modules)
+    host_environment,
+    lammps_boundary,
+    lammps_cell,
+    lammps_labels,
+    parse_lammps_forces,
+    read_tagged_value,
+    write_lammps_data,
+)
 from ocpdeploy.runtime.radius_graph import radius_graph_pbc
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -177,24 +188,6 @@ class _StandInPotential(torch.nn.Module):
         return result
 
 
-class _StandInWithCandidates(_StandInPotential):
-    @torch.jit.export
-    def forward_candidates(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor, pbc: Tensor,
-                           tags: Tensor, candidate_edge_index: Tensor,
-                           candidate_cell_offsets: Tensor) -> Dict[str, Tensor]:
-        self._validate(positions, atomic_numbers, cell, pbc, tags)
-        if candidate_edge_index.dim() != 2 or candidate_edge_index.shape[0] != 2:
-            raise ValueError("candidate_edge_index must have shape (2, E)")
-        if (candidate_cell_offsets.dim() != 2 or candidate_cell_offsets.shape[0] != candidate_edge_index.shape[1]
-                or candidate_cell_offsets.shape[1] != 3):
-            raise ValueError("candidate_cell_offsets must have shape (E, 3)")
-        positions = positions.to(self.float_dtype)
-        cell = cell.to(self.float_dtype)
-        edge_index, cell_offsets = self._keep_within_cutoff(
-            positions, cell, candidate_edge_index, candidate_cell_offsets)
-        return self._evaluate(positions, atomic_numbers, cell, pbc, edge_index, cell_offsets)
-
-
 def standin_metadata(*, dtype: str = "float32", forces: str = "conservative", cutoff: float = STANDIN_CUTOFF,
                      min_z: int = 1, max_z: int = STANDIN_MAX_Z) -> Dict[str, object]:
     outputs = ["energy", "forces"] + (["stress"] if forces == "conservative" else [])
@@ -224,12 +217,10 @@ def standin_metadata(*, dtype: str = "float32", forces: str = "conservative", cu
 
 def write_standin_artifact(path: Path, *, dtype: str = "float32", forces: str = "conservative",
                            cutoff: float = STANDIN_CUTOFF, min_z: int = 1, max_z: int = STANDIN_MAX_Z,
-                           with_candidates: bool = True, metadata_update: Optional[dict] = None,
-                           metadata: bool = True) -> Path:
+                           metadata_update: Optional[dict] = None, metadata: bool = True) -> Path:
     """Script and save the stand-in; ``metadata_update`` overrides metadata keys."""
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
-    cls = _StandInWithCandidates if with_candidates else _StandInPotential
-    module = cls(torch_dtype, cutoff, min_z, max_z, forces == "conservative")
+    module = _StandInPotential(torch_dtype, cutoff, min_z, max_z, forces == "conservative")
     meta = standin_metadata(dtype=dtype, forces=forces, cutoff=cutoff, min_z=min_z, max_z=max_z)
     meta.update(metadata_update or {})
     with warnings.catch_warnings():
@@ -332,15 +323,11 @@ class SessionNeeds:
         self.plugin_headers = plugin_headers
 
 
-def _checked(command: List[str], what: str) -> None:
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{what} failed ({' '.join(command[:2])}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+_checked = lammps_host.run_checked
 
 
 def configure_command(build_dir: Path, *options: str) -> List[str]:
-    return ["cmake", "-S", str(CPP_SOURCE), "-B", str(build_dir), f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
-            "-DCMAKE_BUILD_TYPE=Release", *options]
+    return lammps_host.configure_command(CPP_SOURCE, build_dir, *options)
 
 
 def plugin_options(headers: Path, core_from: Optional[Path]) -> List[str]:
@@ -352,13 +339,10 @@ def plugin_options(headers: Path, core_from: Optional[Path]) -> List[str]:
 
 def build_hosts(build_dir: Path, jobs: int = 2) -> Dict[str, Optional[Path]]:
     """Configure and build cpp_demo in ``build_dir``; paths of md_host / lmp_ocp (None if not built)."""
-    _checked(configure_command(build_dir), "cpp_demo configure")
-    _checked(["cmake", "--build", str(build_dir), f"-j{jobs}"], "cpp_demo build")
-    return _host_paths(build_dir)
+    return lammps_host.build_hosts(CPP_SOURCE, build_dir, jobs)
 
 
-def _host_paths(build_dir: Path) -> Dict[str, Optional[Path]]:
-    return {name: (build_dir / name if (build_dir / name).exists() else None) for name in ("md_host", "lmp_ocp")}
+_host_paths = lammps_host.host_paths
 
 
 def build_plugin(build_dir: Path, headers: Path, core_from: Optional[Path] = None, jobs: int = 2) -> Path:
@@ -708,122 +692,3 @@ def lammps_installed() -> bool:
     return Path("/usr/lib/x86_64-linux-gnu/cmake/LAMMPS/LAMMPSConfig.cmake").exists() or any(
         Path(p).exists() for p in ("/usr/lib/cmake/LAMMPS/LAMMPSConfig.cmake", "/usr/local/lib/cmake/LAMMPS")
     )
-
-
-def host_environment() -> Dict[str, str]:
-    """Environment for the hosts: one-thread OpenMP, Open MPI allowed as root (CI containers)."""
-    env = dict(os.environ)
-    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
-    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-    env.setdefault("OMP_NUM_THREADS", "1")
-    # Open MPI singletons (lmp_ocp without mpirun) start no runtime daemon.
-    env.setdefault("OMPI_MCA_ess_singleton_isolated", "1")
-    return env
-
-
-# ---------------------------------------------------------------------------
-# LAMMPS data files.
-# ---------------------------------------------------------------------------
-def lammps_cell(atoms):
-    """A copy of ``atoms`` rotated so the cell is LAMMPS's lower-triangular form.
-
-    Rows a = (xprd, 0, 0), b = (xy, yprd, 0), c = (xz, yz, zprd); tilts are
-    reduced into [-L/2, L/2] (same lattice) and positions wrapped along
-    periodic directions.
-    """
-    rotated = atoms.copy()
-    cell = np.asarray(atoms.get_cell())
-    q, r = np.linalg.qr(cell.T)  # cell.T = q r  ->  cell = r.T q.T
-    signs = np.sign(np.diag(r))
-    signs[signs == 0] = 1.0
-    q = q * signs  # flip columns so the diagonal of r is positive
-    lower = cell @ q  # (cell rotated) = r.T * signs: lower triangular
-    lower[np.abs(lower) < 1e-12] = 0.0
-    rotated.set_cell(lower, scale_atoms=False)
-    rotated.set_positions(atoms.get_positions() @ q)
-    a, b, c = lower.copy()
-    pbc = atoms.get_pbc()
-    # Tilt reduction (LAMMPS refuses |xy| > xprd / 2 etc.).
-    if pbc[1] and pbc[0]:
-        b = b - np.round(b[0] / a[0]) * a
-    if pbc[2] and pbc[1]:
-        c = c - np.round(c[1] / b[1]) * b
-    if pbc[2] and pbc[0]:
-        c = c - np.round(c[0] / a[0]) * a
-    rotated.set_cell(np.array([a, b, c]), scale_atoms=False)
-    rotated.wrap(eps=1e-9)
-    return rotated
-
-
-def lammps_labels(atoms) -> List[str]:
-    """Per-atom type labels: ``El`` or, when the structure has non-zero OCP tags, ``El:TAG``.
-
-    ``pair_coeff * * LABEL1 LABEL2 ...`` of pair style ocp accepts both forms.
-    """
-    symbols = atoms.get_chemical_symbols()
-    tags = atoms.get_tags() if atoms.has("tags") else np.zeros(len(atoms), dtype=int)
-    if not np.any(tags):
-        return symbols
-    return [f"{symbol}:{int(tag)}" for symbol, tag in zip(symbols, tags)]
-
-
-def write_lammps_data(path: Path, atoms, types: Optional[List[str]] = None) -> List[str]:
-    """LAMMPS ``atom_style atomic`` data file; returns the type labels (type k+1 = labels[k]).
-
-    ``atoms`` must already be in LAMMPS form (see ``lammps_cell``). Types are
-    the distinct ``lammps_labels`` (sorted) unless ``types`` is given.
-    """
-    from ase.data import atomic_masses, atomic_numbers
-
-    labels = lammps_labels(atoms)
-    types = list(types) if types is not None else sorted(set(labels))
-    cell = np.asarray(atoms.get_cell())
-    xprd, yprd, zprd = float(cell[0, 0]), float(cell[1, 1]), float(cell[2, 2])
-    xy, xz, yz = float(cell[1, 0]), float(cell[2, 0]), float(cell[2, 1])
-    lines = [
-        "LAMMPS data file (ocp-deploy tests/integration/cpp_helpers.py)",
-        "",
-        f"{len(atoms)} atoms",
-        f"{len(types)} atom types",
-        "",
-        f"0.0 {xprd!r} xlo xhi",
-        f"0.0 {yprd!r} ylo yhi",
-        f"0.0 {zprd!r} zlo zhi",
-    ]
-    if xy != 0.0 or xz != 0.0 or yz != 0.0:
-        lines.append(f"{xy!r} {xz!r} {yz!r} xy xz yz")
-    lines += ["", "Masses", ""]
-    for k, label in enumerate(types, start=1):
-        symbol = label.split(":")[0]
-        lines.append(f"{k} {float(atomic_masses[atomic_numbers[symbol]])!r}  # {label}")
-    lines += ["", "Atoms # atomic", ""]
-    type_of = {label: k for k, label in enumerate(types, start=1)}
-    for index, (label, position) in enumerate(zip(labels, atoms.get_positions()), start=1):
-        x, y, z = (float(v) for v in position)
-        lines.append(f"{index} {type_of[label]} {x!r} {y!r} {z!r}")
-    Path(path).write_text("\n".join(lines) + "\n")
-    return types
-
-
-def lammps_boundary(atoms) -> str:
-    return " ".join("p" if periodic else "f" for periodic in atoms.get_pbc())
-
-
-def parse_lammps_forces(dump: Path) -> np.ndarray:
-    """Forces (N, 3) sorted by atom id from a ``dump custom ... id fx fy fz`` file (first frame)."""
-    lines = Path(dump).read_text().splitlines()
-    count = int(lines[lines.index("ITEM: NUMBER OF ATOMS") + 1])
-    start = next(k for k, line in enumerate(lines) if line.startswith("ITEM: ATOMS")) + 1
-    columns = lines[start - 1].split()[2:]
-    rows = np.array([[float(v) for v in line.split()] for line in lines[start:start + count]])
-    ids = rows[:, columns.index("id")].astype(int)
-    forces = rows[:, [columns.index("fx"), columns.index("fy"), columns.index("fz")]]
-    return forces[np.argsort(ids)]
-
-
-def read_tagged_value(text: str, tag: str) -> float:
-    """Value printed as ``TAG value`` in host output (last occurrence)."""
-    values = [line.split()[1] for line in text.splitlines() if line.startswith(tag + " ")]
-    if not values:
-        raise AssertionError(f"no '{tag}' line in output:\n{text[-3000:]}")
-    return float(values[-1])

@@ -109,7 +109,7 @@ BAD_SETUPS = {
     "no_atom_map": (dict(atom_map=False), "atom_modify map array"),
     "bad_keyword": (dict(pair_style_extra="colour blue"), "Illegal pair_style ocp keyword"),
     "missing_artifact": (dict(artifact="missing"), "cannot open artifact"),
-    "not_torchscript": (dict(artifact="junk"), "not a loadable TorchScript"),
+    "not_torchscript": (dict(artifact="junk"), "is not an ocp-deploy artifact: not a zip"),
 }
 # Signs of a crash instead of a LAMMPS error.
 CRASH_MARKERS = ("Segmentation", "terminate called", "core dumped", "Traceback")

@@ -15,6 +15,7 @@ from ase.build import bulk, fcc111
 from ase.io import read
 
 import cpp_helpers as helpers
+from ocpdeploy.exporter.lammps_host import OPENMPI_MPIRUN, thermo_rows  # noqa: F401  (used by the test modules)
 
 DATA = helpers.REPO_ROOT / "tests" / "data"
 # float32 parity: the LAMMPS path hands the artifact a differently ordered
@@ -28,10 +29,6 @@ HOST_TIMEOUT_S = 120
 SKIN = 1.0
 
 Runner = Callable[..., Tuple[int, str]]
-
-# Open MPI's launcher: Debian's LAMMPS is built with it (a pip MPICH
-# launcher may come first on PATH).
-OPENMPI_MPIRUN = Path("/usr/bin/mpirun.openmpi")
 
 
 def lmp_ocp_runner(lmp_ocp: Path, ranks: int = 1) -> Runner:
@@ -187,13 +184,3 @@ def local_order_ids(dump: Path) -> List[int]:
     start = next(k for k, line in enumerate(lines) if line.startswith("ITEM: ATOMS")) + 1
     count = int(lines[lines.index("ITEM: NUMBER OF ATOMS") + 1])
     return [int(line.split()[0]) for line in lines[start:start + count]]
-
-
-def thermo_rows(output: str, columns: int) -> List[List[float]]:
-    """Numeric thermo rows (first column the step) with ``columns`` entries."""
-    rows = []
-    for line in output.splitlines():
-        fields = line.split()
-        if len(fields) == columns and fields[0].isdigit():
-            rows.append([float(value) for value in fields])
-    return rows

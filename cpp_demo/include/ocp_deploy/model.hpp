@@ -1,19 +1,29 @@
-// ocp_deploy/model.hpp - load and evaluate an ocp-deploy TorchScript artifact.
+// ocp_deploy/model.hpp - load and evaluate an ocp-deploy artifact: a
+// TorchScript module (.pt) or an AOTInductor package (.pt2), both through
+// LibTorch.
 //
 // This header deliberately exposes no torch (or LAMMPS) type: the LibTorch
 // code lives behind a pimpl in src/model.cpp (and src/domain.cpp), so translation units that
 // include LAMMPS headers (which drag in their own fmt) never see torch headers.
 //
-// Artifact contract (format "ocp-deploy", format_version 1):
+// Artifact contract (format "ocp-deploy", format_version 1). Which of the two
+// a file is, is read from the zip's member names (both are zip archives).
+// * TorchScript (.pt):
 //   forward(positions (N,3) float, atomic_numbers (N,) int64, cell (3,3) float
 //           [rows are lattice vectors, Angstrom], pbc (3,) bool, tags (N,) int64)
 //     -> Dict[str, Tensor]{"energy" (), "forces" (N,3), ["stress" (3,3)]}
-//   optional forward_candidates(..., candidate_edge_index (2,E) int64
-//           [row 0 neighbour j, row 1 centre i], candidate_cell_offsets (E,3)
-//           int64 [vec = pos[j] - pos[i] + offsets @ cell]) -> same outputs.
 //   optional domain_* methods (PaiNN): one MPI rank's share of a domain
 //           decomposition, layer by layer (see ocp_deploy/domain.hpp).
 //   extra file "metadata.json" (see Metadata).
+// * AOTInductor package (.pt2): one compiled program of a batch of B
+//   structures, inputs in this order: positions (N,3) float, atomic_numbers
+//   (N,) int64, cell (B,3,3) float, pbc (B,3) bool, tags (N,) int64, natoms
+//   (B,) int64; outputs in metadata "outputs" order: energy (B,), forces
+//   (N,3)[, stress (B,3,3)]. The metadata record (same keys as metadata.json,
+//   plus "compiled_for": "cpu" | "cuda") is JSON text under
+//   "ocpdeploy_metadata" in the package's AOTInductor metadata. The program
+//   does not check its inputs: Model::validate() does, before every call. It
+//   holds the whole-system program only (no domain_* entry points).
 // Units: eV, Angstrom, eV/Angstrom, eV/Angstrom^3 (ASE stress sign).
 #pragma once
 
@@ -37,6 +47,13 @@ class Error : public std::runtime_error {
 inline constexpr const char* kFormatName = "ocp-deploy";
 inline constexpr int kFormatVersion = 1;
 inline constexpr const char* kMetadataFile = "metadata.json";
+// Key of the metadata record in an AOTInductor package's metadata.
+inline constexpr const char* kPackageMetadataKey = "ocpdeploy_metadata";
+
+// What an artifact file holds (told from the zip's member names).
+enum class ArtifactFormat { TorchScript, AOTInductor };
+// "torchscript" | "aoti" (the export-model --format names).
+const char* format_name(ArtifactFormat format);
 
 // Parsed metadata.json. Unknown keys are kept verbatim in `json`.
 struct Metadata {
@@ -47,6 +64,8 @@ struct Metadata {
   long max_neighbors = 0;
   std::string forces;            // "direct" | "gradient" | "conservative"
   std::vector<std::string> outputs;
+  std::vector<std::string> inputs;  // program input names (AOTInductor packages)
+  std::string compiled_for;      // AOTInductor packages: "cpu" | "cuda"; else empty
   std::string dtype;             // "float32" | "float64"
   int min_atomic_number = 1;
   int max_atomic_number = 0;
@@ -76,16 +95,6 @@ struct Frame {
   std::size_t size() const { return atomic_numbers.size(); }
 };
 
-// Neighbour candidates found by the host (a superset of all pairs within the
-// cutoff, full list, any order), in local atom indices.
-struct Candidates {
-  std::vector<std::int64_t> neighbour;  // E, row 0 of edge_index (j)
-  std::vector<std::int64_t> centre;     // E, row 1 of edge_index (i)
-  std::vector<std::int64_t> offsets;    // E*3 integer image shifts of j
-  std::size_t size() const { return centre.size(); }
-  void clear() { neighbour.clear(); centre.clear(); offsets.clear(); }
-};
-
 struct Result {
   double energy = 0.0;                  // eV
   std::vector<double> forces;           // N*3, eV/Angstrom
@@ -99,11 +108,20 @@ Device parse_device(const std::string& name);  // "cpu" | "cuda"; throws Error
 // Sets LibTorch intra-op threads (<= 0 leaves the default).
 void set_num_threads(int threads);
 
+// An AOTInductor package's compiled code runs in OpenMP parallel regions, out
+// of which an error it raises cannot be caught (the C++ runtime terminates
+// the process). While a package runs, the core turns that into one line on
+// stderr, this prefix followed by the error's first line, and exit status 1
+// (instead of abort()'s backtrace). Hosts set their own prefix
+// ("md_host: error: ", "ERROR: pair ocp: ").
+void set_fatal_error_prefix(const std::string& prefix);
+
 class Model {
  public:
-  // Loads the artifact, reads and validates metadata.json. Throws Error
-  // (missing file, not TorchScript, missing/foreign metadata, CUDA requested
-  // but unavailable).
+  // Loads the artifact (TorchScript or AOTInductor package, told from the
+  // file), reads and validates its metadata. Throws Error (missing file,
+  // neither format, missing/foreign metadata, CUDA requested but
+  // unavailable, a package compiled for another device).
   Model(const std::string& path, Device device = Device::CPU);
   ~Model();
   Model(Model&&) noexcept;
@@ -112,19 +130,19 @@ class Model {
   Model& operator=(const Model&) = delete;
 
   const Metadata& metadata() const;
-  bool has_forward_candidates() const;
+  ArtifactFormat format() const;
   // True when the artifact has the domain-decomposition methods
-  // (domain_layout(), ...; PaiNN): see ocp_deploy/domain.hpp.
+  // (domain_layout(), ...; PaiNN TorchScript artifacts): see
+  // ocp_deploy/domain.hpp. Always false for AOTInductor packages.
   bool has_domain() const;
 
   // Throws Error if the frame is inconsistent (sizes, elements outside the
   // model range, non-finite positions) before calling the artifact.
   void validate(const Frame& frame) const;
 
-  // forward(): the artifact builds its own neighbour graph.
+  // The whole structure in one call (the artifact builds its own neighbour
+  // graph): TorchScript forward(), or the package's program with B = 1.
   Result compute(const Frame& frame);
-  // forward_candidates() when the artifact has it, else forward().
-  Result compute(const Frame& frame, const Candidates& candidates);
 
  private:
   friend class Domain;  // runs the artifact's domain_* methods on this module
