@@ -29,7 +29,7 @@ from ocpdeploy.runtime.graph_painn import PaiNNGraph
 from .checkpoint import Checkpoint, CheckpointError, build_rewrite, read_checkpoint
 from .deployed import DeployedModel, PhysicalModel
 from .domain import PaiNNDomainModel
-from .program import AOTI_WIDENED, build_program
+from .program import build_program
 from .probe import atoms_tensors, probe_atoms, probe_batch, probe_suite
 from .write_aoti import write_aoti
 from .write_onnx import write_onnx
@@ -284,10 +284,7 @@ def export_checkpoint(
         write_torchscript(deployed, metadata, output)
     else:
         contract = model_contract(checkpoint.model_name, list(graph.input_names))
-        widened = AOTI_WIDENED[checkpoint.model_name] if format == "aoti" else ()
-        program, example, shapes = build_program(
-            physical, graph, contract, metadata["max_atomic_number"], torch.device(device), widened
-        )
+        program, example, shapes = build_program(physical, graph, contract, metadata["max_atomic_number"], torch.device(device))
         if format == "onnx":
             write_onnx(program, example, shapes, PROGRAM_CONTRACT, metadata["outputs"], metadata, output)
         else:

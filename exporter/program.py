@@ -19,13 +19,13 @@ an artifact, and other hosts must pass valid structures (known elements,
 finite positions, a non-singular cell where pbc is set).
 """
 
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ocpdeploy.runtime.contract import PROGRAM_CONTRACT, ContractInput
-from ocpdeploy.runtime.sorting import expand_groups
+from ocpdeploy.runtime.sorting import expand_groups, nonzero_1d
 
 from .capture import exportable, example_inputs, output_names
 from .deployed import PhysicalModel, mask_non_periodic_stress
@@ -45,33 +45,32 @@ EXAMPLE_SEED = 20261207
 MAX_ATOMS = 2**31 - 1
 
 
-# Smallest padded group width K (``runtime/slots.py``) of the entries
-# ``widened`` names. K is a data-dependent size inside an exported program,
-# and AOTInductor's CPU lowering of a batched product whose operand has K
-# as a dimension asks whether K == 1 for its layout choice, which it cannot
-# decide for a data-dependent size (PaiNN's padded messages, ``edge_kmax``).
-# A width of at least 2 settles that at compile time; the extra slots are
-# unused and add nothing to the sums. Only for models whose padded layout
-# reads nothing at unused slots (PaiNN: a zero row): GemNet-OC's gather
-# tables read row 0 there, which need not exist.
-MIN_PADDED_WIDTH = 2
-# Padded widths each model's AOTInductor program widens, by model kind.
-AOTI_WIDENED = {"painn": ("edge_kmax",), "gemnet_oc": ()}
+# Graph entries whose length is a padded group width K (``runtime/slots.py``).
+KMAX_SUFFIX = "_kmax"
 
 
-def _at_least_minimum_width(kmax: Tensor) -> Tensor:
-    """``kmax`` (K,) zeros -> (max(K, MIN_PADDED_WIDTH),) zeros."""
-    return torch.zeros(torch.sym_max(kmax.shape[0], MIN_PADDED_WIDTH), dtype=kmax.dtype, device=kmax.device)
+def _never_one(kmax: Tensor) -> Tensor:
+    """``kmax`` (K,) zeros -> (K',) zeros with K' = 2 where K = 1, else K; declared K' != 1 to torch.export.
+
+    K is a data-dependent size inside an exported program, and AOTInductor's
+    CPU lowering of a batched product with K as a dimension asks whether
+    K == 1 for its layout choice, which it cannot decide for a
+    data-dependent size. The declaration settles it at compile time. The
+    extra slot is unused and adds nothing to the sums; K stays 0 where there
+    are no entries, so no gather runs on an empty table.
+    """
+    single = (torch.ones_like(kmax).sum() == 1).reshape(1)  # (1,) bool: K == 1
+    extra = nonzero_1d(single)  # (1,) where K == 1, else (0,)
+    widened = torch.cat([kmax, torch.zeros_like(extra)])
+    torch._check(widened.shape[0] != 1)
+    return widened
 
 
 class StructureProgram(nn.Module):
     """Graph construction followed by the model; see the module docstring."""
 
-    def __init__(
-        self, graph: nn.Module, model: nn.Module, graph_names: List[str], has_stress: bool, widened: Sequence[str] = ()
-    ) -> None:
+    def __init__(self, graph: nn.Module, model: nn.Module, graph_names: List[str], has_stress: bool) -> None:
         super().__init__()
-        self.widened = list(widened)
         self.graph_builder = graph  # not "graph": an exported program names its constants after submodules, and "graph" is taken
         self.model = model
         self.graph_names = graph_names
@@ -83,7 +82,7 @@ class StructureProgram(nn.Module):
         batch = expand_groups(natoms, positions.shape[0])  # (N,)
         with torch.no_grad():
             graph = self.graph_builder(positions.detach(), cell.detach(), pbc, natoms, tags)
-        prepared = [_at_least_minimum_width(graph[name]) if name in self.widened else graph[name] for name in self.graph_names]
+        prepared = [_never_one(graph[name]) if name.endswith(KMAX_SUFFIX) else graph[name] for name in self.graph_names]
         outputs = list(self.model(positions, cell, atomic_numbers, batch, *prepared))
         if self.has_stress:
             outputs[2] = mask_non_periodic_stress(outputs[2], pbc)
@@ -130,20 +129,17 @@ def build_program(
     model_contract: List[ContractInput],
     max_atomic_number: int,
     device: torch.device,
-    widened: Sequence[str] = (),
 ) -> Tuple[StructureProgram, Tuple[Tensor, ...], Tuple[Dict[int, Any], ...]]:
     """(program, example, dynamic_shapes) to hand to ``torch.export`` for the model of ``physical`` and ``graph``.
 
     ``model_contract`` is the prepared-graph contract of the model
     (``runtime/contract.py``: ``model_contract``); the model is captured on
     its example (``capture.exportable``) and composed with ``graph``.
-    ``widened`` names padded-width entries given at least
-    ``MIN_PADDED_WIDTH`` (``AOTI_WIDENED``).
     """
     dtype = next(t for t in physical.parameters() if t.is_floating_point()).dtype
     model_example = example_inputs(model_contract, dtype, max_atomic_number, device)
     model, _ = exportable(physical, model_contract, model_example)
     graph_names = list(graph.input_names)
     has_stress = len(output_names(physical)) == 3
-    program = StructureProgram(graph.to(device), model, graph_names, has_stress, widened)
+    program = StructureProgram(graph.to(device), model, graph_names, has_stress)
     return program, program_example(dtype, max_atomic_number, device), program_dynamic_shapes()
