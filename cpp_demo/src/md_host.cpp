@@ -5,12 +5,17 @@
 //           [--thermostat none|berendsen] [--tau FS] [--device cpu|cuda]
 //           [--threads T] [--trajectory OUT.xyz] [--trajectory-every N]
 //           [--print-every N] [--seed S]
+//           [--drift-tolerance EV_PER_ATOM_PER_PS]
 //
 // Exit status: 0 success, 1 runtime error (bad artifact / structure / model
 // failure), 2 bad command line.
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <optional>
@@ -31,6 +36,12 @@ constexpr int kDefaultPrintedRows = 20;
 // TorchScript's profiling executor specialises and optimises the graph during
 // the first calls; the steady-state rate excludes these steps.
 constexpr long kWarmupSteps = 3;
+// NVE verdict: |drift| at or below this (eV/atom/ps) counts as conserved. A
+// drift of 1 meV/atom/ps heats a metal by ~8 K per ps (3 k_B per atom), the
+// order of what a user would notice in a nanosecond; broken setups (direct
+// forces, a cap-bound graph, steep random weights with a large time step)
+// drift by 1e-2 to 10 eV/atom/ps.
+constexpr double kDefaultDriftTolerance = 1.0e-3;
 
 struct Options {
   std::string artifact;
@@ -46,6 +57,7 @@ struct Options {
   long trajectory_every = 10;
   long print_every = 0;  // 0: steps / kDefaultPrintedRows
   unsigned long long seed = 12345;
+  double drift_tolerance = kDefaultDriftTolerance;
 };
 
 class UsageError : public std::runtime_error {
@@ -58,7 +70,11 @@ const char* kUsage =
     "               [--thermostat none|berendsen] [--tau FS] [--device cpu|cuda]\n"
     "               [--threads T] [--trajectory OUT.xyz] [--trajectory-every N]\n"
     "               [--print-every N] [--seed S]\n"
+    "               [--drift-tolerance EV_PER_ATOM_PER_PS]\n"
     "Units: eV, Angstrom, fs, amu, K. NVE velocity Verlet unless --thermostat berendsen.\n"
+    "NVE runs end with a verdict: conserved when |drift| <= --drift-tolerance (default 1e-3).\n"
+    "OpenMP threads wait passively (OMP_WAIT_POLICY=PASSIVE) unless OMP_WAIT_POLICY or\n"
+    "GOMP_SPINCOUNT is set; OMP_WAIT_POLICY=ACTIVE makes them spin.\n"
     "ARTIFACT: a TorchScript artifact (.pt) or an AOTInductor package (.pt2) from export-model.\n";
 
 double parse_number(const std::string& flag, const std::string& text) {
@@ -106,6 +122,7 @@ Options parse_options(int argc, char** argv) {
     else if (arg == "--trajectory") options.trajectory = value;
     else if (arg == "--trajectory-every") options.trajectory_every = parse_count(arg, value, 1);
     else if (arg == "--print-every") options.print_every = parse_count(arg, value, 1);
+    else if (arg == "--drift-tolerance") options.drift_tolerance = parse_number(arg, value);
     else if (arg == "--seed") options.seed = static_cast<unsigned long long>(parse_count(arg, value, 0));
     else throw UsageError("unknown option " + arg);
   }
@@ -114,6 +131,7 @@ Options parse_options(int argc, char** argv) {
   options.structure = positional[1];
   if (!(options.dt_fs > 0.0)) throw UsageError("--dt must be positive");
   if (options.temperature_k < 0.0) throw UsageError("--temperature must be >= 0");
+  if (!(options.drift_tolerance > 0.0)) throw UsageError("--drift-tolerance must be positive");
   if (options.thermostat != "none" && options.thermostat != "berendsen")
     throw UsageError("--thermostat must be none or berendsen");
   if (options.thermostat == "berendsen" && !(options.tau_fs > 0.0))
@@ -129,6 +147,37 @@ double nanoseconds_per_day(double simulated_fs, double wall_seconds) {
   if (wall_seconds <= 0.0) return 0.0;
   return (simulated_fs / ocp_deploy::units::kFemtosecondsPerNanosecond) /
          (wall_seconds / ocp_deploy::units::kSecondsPerDay);
+}
+
+// LibTorch's CPU kernels run on GNU OpenMP (libgomp, shipped in the torch
+// wheel). By default its threads spin for up to 300,000 iterations at the end
+// of each parallel region before they sleep. On a core that another process
+// also wants, a spinning thread keeps the core from the thread it waits for,
+// and a model call of many short parallel regions slows down 10-60x
+// (benchmarks/results/threads.md). OMP_WAIT_POLICY=PASSIVE makes waiting
+// threads sleep at once. libgomp reads the variable when it is loaded, which
+// for a program linked to LibTorch is before main() runs: setting it here
+// would come too late. So when the user has set neither OMP_WAIT_POLICY nor
+// GOMP_SPINCOUNT, md_host puts OMP_WAIT_POLICY=PASSIVE into its environment
+// and executes itself again (same process id and arguments); a user's own
+// setting (OMP_WAIT_POLICY=ACTIVE to spin) is left alone.
+void passive_openmp_wait_by_default(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("GOMP_SPINCOUNT") != nullptr) return;
+  if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
+  execv("/proc/self/exe", argv);
+  // Only reached when exec failed (no /proc): run on with the policy libgomp already read.
+}
+
+// The wait policy as libgomp saw it: the environment this process image
+// started with (/proc/self/environ), not the current one.
+std::string startup_wait_policy() {
+  std::ifstream environ_file("/proc/self/environ", std::ios::binary);
+  std::string entry;
+  std::string found;
+  while (std::getline(environ_file, entry, '\0'))
+    if (entry.rfind("OMP_WAIT_POLICY=", 0) == 0 || entry.rfind("GOMP_SPINCOUNT=", 0) == 0)
+      found += (found.empty() ? "" : " ") + entry;
+  return found.empty() ? "OpenMP default (spin, then sleep)" : found;
 }
 
 int run(const Options& options) {
@@ -160,6 +209,7 @@ int run(const Options& options) {
   std::printf("md: steps %ld, dt %g fs, T0 %g K, thermostat %s, device %s, threads %d\n",
               options.steps, options.dt_fs, options.temperature_k, options.thermostat.c_str(),
               options.device.c_str(), options.threads);
+  std::printf("openmp_wait: %s\n", startup_wait_policy().c_str());
 
   auto velocities = maxwell_boltzmann(structure.masses, options.temperature_k, options.seed);
   ForceField force_field = [&model](const Frame& frame) { return model.compute(frame); };
@@ -197,12 +247,19 @@ int run(const Options& options) {
   write_frame();
 
   const auto start = Clock::now();
+  // CPU time of all threads of the process (glibc's clock()): on a shared
+  // machine it tells threads that work from threads that wait for a core.
+  const std::clock_t start_cpu = std::clock();
+  std::clock_t warmup_cpu = start_cpu;
   double wall_s = 0.0;
   double warmup_wall_s = 0.0;
   for (long step = 1; step <= options.steps; ++step) {
     md.step();
     wall_s = std::chrono::duration<double>(Clock::now() - start).count();
-    if (step == kWarmupSteps) warmup_wall_s = wall_s;
+    if (step == kWarmupSteps) {
+      warmup_wall_s = wall_s;
+      warmup_cpu = std::clock();
+    }
     times.push_back(md.time_fs());
     totals.push_back(md.potential_energy() + md.kinetic_energy());
     if (step % options.print_every == 0 || step == options.steps)
@@ -220,6 +277,8 @@ int run(const Options& options) {
     std::printf("steady (after %ld warm-up steps): %.3f ms/step, %.4f ns/day\n", kWarmupSteps,
                 1.0e3 * steady_s / (options.steps - kWarmupSteps), nanoseconds_per_day(steady_fs, steady_s));
     std::printf("ns_per_day_steady %.6g\n", nanoseconds_per_day(steady_fs, steady_s));
+    const double steady_cpu_s = static_cast<double>(std::clock() - warmup_cpu) / CLOCKS_PER_SEC;
+    std::printf("cpu_ms_per_step_steady %.6g\n", 1.0e3 * steady_cpu_s / (options.steps - kWarmupSteps));
   }
   if (options.thermostat == "none" && options.steps > 0) {
     // Drift: least-squares slope of E_tot(t), per atom, per ps.
@@ -228,6 +287,10 @@ int run(const Options& options) {
     for (double total : totals) max_deviation = std::max(max_deviation, std::fabs(total - totals[0]));
     std::printf("nve_drift_eV_per_atom_per_ps %.6e\n", slope);
     std::printf("nve_max_deviation_eV_per_atom %.6e\n", max_deviation / n);
+    const bool conserved = std::fabs(slope) <= options.drift_tolerance;
+    std::printf("nve_verdict %s: |drift| %.2e %s %.2e eV/atom/ps (--drift-tolerance)\n",
+                conserved ? "conserved" : "NOT conserved", std::fabs(slope), conserved ? "<=" : ">",
+                options.drift_tolerance);
   } else {
     std::printf("nve_drift_eV_per_atom_per_ps n/a (thermostat on or no steps)\n");
   }
@@ -237,6 +300,7 @@ int run(const Options& options) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  passive_openmp_wait_by_default(argv);
   try {
     return run(parse_options(argc, argv));
   } catch (const UsageError& e) {
