@@ -13,12 +13,23 @@ column by column would not: each would come from a different call).
   and the copy of the outputs to float64 numpy.
 * **graph / model**, by backend:
 
-  - ONNX and AOTInductor: the runtime builds the graph itself, so both
-    parts are timed inside that same ``predict`` call by wrapping the
-    model's ``graph`` (the graph module) and ``OnnxModel._run_bound`` (the
-    session run with IO binding) or ``AotiModel._run_package`` (the
-    compiled package's run). ``other = total - graph - model`` is the rest
-    of ``predict``.
+  - ONNX: the artifact builds its graph inside its program, out of reach
+    of a timer. The session run (``OnnxModel._run_bound``) is timed inside
+    the ``predict`` call. After a size's calls (and its memory
+    measurement) the graph alone is run on the same inputs with the same
+    engine, once untimed and then once per timed call: the graph-only
+    program (``exporter/graph_program.py``: the artifact's graph module
+    from its metadata, exported to ONNX the way artifacts are, tens of
+    seconds when the benchmark starts) in an ONNX Runtime session with the
+    artifact session's options (threads, optimisation level, arena).
+    ``model = session run - graph`` and ``other = total - session run``
+    (validation, conversions, output copy).
+  - AOTInductor: the graph is built inside the package and is not timed
+    apart (compiling a graph-only package takes minutes;
+    ``benchmarks/compare.py`` does it and times the graph that way): graph
+    is reported as ``-``, ``model`` is the package's run
+    (``AotiModel._run_package``, graph construction included) and
+    ``other = total - model``.
   - TorchScript: the artifact builds its graph internally, out of reach of
     a timer. After each ``predict`` the same graph is built again on its own
     with the artifact's embedded scripted graph submodule (or, for an
@@ -43,6 +54,8 @@ seeded 0.05 A Gaussian, every tag 1 (surface, so GemNet-OC builds
 quadruplets), fully periodic.
 """
 
+import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -50,12 +63,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Tuple
 
+import numpy as np
 import torch
 from ase import Atoms
 from ase.build import bulk
 
 from ocpdeploy.runtime import AotiModel, DeployedModel, OnnxModel, TorchScriptModel, load_model
-from ocpdeploy.runtime.model import PreparedGraphModel
 from ocpdeploy.runtime.graph_gemnet_oc import MAIN_EDGE_INDEX
 from ocpdeploy.runtime.graphs import build_graph
 from ocpdeploy.runtime.keys import EDGE_INDEX
@@ -137,10 +150,12 @@ def _clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def _edge_count(graph: Dict[str, torch.Tensor]) -> Optional[int]:
+def _edge_count(graph: Dict[str, Any]) -> Optional[int]:
+    """Main-graph edges of a graph module's (or graph-only program's) outputs by name: tensors, arrays or OrtValues."""
     for key in MAIN_EDGE_KEYS:
         if key in graph:
-            return int(graph[key].shape[EDGE_AXIS])
+            shape = graph[key].shape
+            return int((shape() if callable(shape) else shape)[EDGE_AXIS])
     return None
 
 
@@ -240,59 +255,157 @@ def _memory_meter(model: DeployedModel) -> _MemoryMeter:
 
 
 # ---------------------------------------------------------------------------
-# Timed calls: each returns (total, graph, model or None, edges) in seconds.
+# Timed calls: each returns (total, graph or None, model or None, edges) in seconds.
 # ---------------------------------------------------------------------------
 
-Sample = Tuple[float, float, Optional[float], Optional[int]]
+Sample = Tuple[float, Optional[float], Optional[float], Optional[int]]
 
 
 class _Timed:
-    """Wraps a callable; remembers the duration and the result of the last call."""
+    """Wraps a callable; remembers the duration, the arguments and the result of the last call."""
 
-    def __init__(self, function: Callable[..., Any], device: torch.device) -> None:
+    def __init__(self, function: Callable[..., Any], device: Any) -> None:
         self.function = function
         self.device = device
         self.seconds = 0.0
+        self.arguments: Tuple[Any, ...] = ()
         self.result: Any = None
 
     def __call__(self, *arguments: Any) -> Any:
+        self.arguments = arguments
         start = _clock(self.device)
         self.result = self.function(*arguments)
         self.seconds = _clock(self.device) - start
         return self.result
 
 
-class _PreparedGraphCalls:
-    """Timed calls of an artifact the runtime feeds a prepared graph (ONNX, AOTInductor)."""
+@contextmanager
+def _timing(model: DeployedModel, method: str) -> Iterator[_Timed]:
+    """``model.<method>`` replaced by a ``_Timed`` wrapper of itself while the block runs."""
+    timed = _Timed(getattr(model, method), model.device)
+    setattr(model, method, timed)
+    try:
+        yield timed
+    finally:
+        delattr(model, method)
 
-    def __init__(self, model: PreparedGraphModel) -> None:
+
+class _OnnxGraphSession:
+    """The graph-only program of an ONNX artifact (``graph_program.write_graph_onnx``) in a session like the artifact's."""
+
+    def __init__(self, model: OnnxModel, directory: str) -> None:
+        import onnxruntime
+
+        from .graph_program import write_graph_onnx
+
+        path = str(Path(directory) / "graph.onnx")
+        print(f"bench: exporting the graph-only ONNX program of {model.path} (takes tens of seconds)", file=sys.stderr, flush=True)
+        write_graph_onnx(model.metadata, path)
+        artifact_session = model.session
+        # The artifact session's own options object: same threads, optimisation level, arena and logging.
+        self.session = onnxruntime.InferenceSession(path, artifact_session.get_session_options(), providers=artifact_session.get_providers())
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.device = model.device
+
+    def __call__(self, feeds: Dict[str, np.ndarray]) -> Dict[str, Any]:
+        """Graph tensors by name (``OrtValue``s left where ONNX Runtime put them) from the artifact's feeds."""
+        from onnxruntime import OrtValue
+
+        binding = self.session.io_binding()
+        held = []  # device copies of the inputs, held until the run has read them
+        for name in self.input_names:
+            if self.device.type == "cpu":
+                binding.bind_cpu_input(name, feeds[name])
+            else:
+                held.append(OrtValue.ortvalue_from_numpy(feeds[name], self.device.type, self.device.index or 0))
+                binding.bind_ortvalue_input(name, held[-1])
+        for name in self.output_names:
+            binding.bind_output(name, self.device.type, self.device.index or 0)
+        self.session.run_with_iobinding(binding)
+        return dict(zip(self.output_names, binding.get_outputs()))
+
+
+class _OnnxCalls:
+    """Timed calls of an ONNX artifact: the session run inside ``predict``; the graph-only program on the same feeds afterwards."""
+
+    def __init__(self, model: OnnxModel, directory: str) -> None:
         self.model = model
-        self.method = "_run_bound" if isinstance(model, OnnxModel) else "_run_package"
-        engine = "ONNX: the session run" if isinstance(model, OnnxModel) else "AOTInductor: the compiled package's run"
+        self.graph = _OnnxGraphSession(model, directory)
         self.split = (
-            f"graph = the runtime's graph module ({type(model).__name__}.graph) and model = {engine} "
-            f"({type(model).__name__}.{self.method}), both timed inside the same predict call; "
-            "other = total - graph - model (validation, conversions, output copy)"
+            "ONNX: the artifact builds its graph inside its program; graph = the graph-only program (exporter/graph_program.py, "
+            "the artifact's graph module exported to ONNX) in a session with the artifact's session options, run on the same inputs "
+            "once per timed call after the size's calls (one untimed run first); model = the artifact's session run "
+            "(OnnxModel._run_bound, timed inside predict) - graph; other = total - session run (validation, conversions, output copy)"
         )
 
     @contextmanager
     def installed(self) -> Iterator[None]:
-        original_graph = self.model.graph
-        self.graph = _Timed(original_graph, self.model.device)
-        self.compiled = _Timed(getattr(self.model, self.method), self.model.device)
-        self.model.graph = self.graph  # type: ignore[assignment]
-        setattr(self.model, self.method, self.compiled)
-        try:
+        with _timing(self.model, "_run_bound") as run:
+            self.run = run
             yield
-        finally:
-            self.model.graph = original_graph
-            delattr(self.model, self.method)
 
     def __call__(self, atoms: Atoms) -> Sample:
-        start = _clock(self.model.device)
+        device = self.model.device
+        start = _clock(device)
         self.model.predict(atoms)
-        total = _clock(self.model.device) - start
-        return total, self.graph.seconds, self.compiled.seconds, _edge_count(self.graph.result)
+        total = _clock(device) - start
+        (self.feeds,) = self.run.arguments
+        return total, None, self.run.seconds, None
+
+    def completed(self, samples: List[Sample]) -> List[Sample]:
+        """The samples with their graph part: the graph-only program timed once per sample, model = session run - graph.
+
+        Run after the size's memory is measured, so the graph-only session's
+        own arena is not counted in the artifact's peak.
+        """
+        device = self.model.device
+        graph = self.graph(self.feeds)  # untimed: the session's first run allocates its arena
+        edges = _edge_count(graph)
+        completed: List[Sample] = []
+        for total, _, program, _ in samples:
+            start = _clock(device)
+            self.graph(self.feeds)
+            graph_seconds = _clock(device) - start
+            completed.append((total, graph_seconds, (program or 0.0) - graph_seconds, edges))
+        return completed
+
+
+class _AotiCalls:
+    """Timed calls of an AOTInductor package: the package run inside ``predict``; the graph inside it is not timed apart."""
+
+    def __init__(self, model: AotiModel) -> None:
+        self.model = model
+        # Edges only (untimed, once per structure): the eager graph module of the same metadata.
+        self.edge_graph = build_graph(model.metadata["model_kind"], model.metadata["graph"]).to(model.device)
+        self.edges: Dict[int, Optional[int]] = {}
+        self.split = (
+            "AOTInductor: the graph is built inside the package and is not timed apart (graph -; compiling a graph-only "
+            "package takes minutes: benchmarks/compare.py times the graph that way); model = the package's run "
+            "(AotiModel._run_package, graph construction included), timed inside predict; other = total - model "
+            "(validation, conversions, output copy)"
+        )
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        with _timing(self.model, "_run_package") as run:
+            self.run = run
+            yield
+
+    def __call__(self, atoms: Atoms) -> Sample:
+        device = self.model.device
+        start = _clock(device)
+        self.model.predict(atoms)
+        total = _clock(device) - start
+        if id(atoms) not in self.edges:
+            (feeds,) = self.run.arguments
+            with torch.no_grad():
+                graph = self.edge_graph(feeds["positions"], feeds["cell"], feeds["pbc"], feeds["natoms"], feeds["tags"])
+            self.edges[id(atoms)] = _edge_count(graph)
+        return total, None, self.run.seconds, self.edges[id(atoms)]
+
+    def completed(self, samples: List[Sample]) -> List[Sample]:
+        return samples
 
 
 class _TorchScriptCalls:
@@ -326,37 +439,41 @@ class _TorchScriptCalls:
             graph_seconds = _clock(device) - start
         return total, graph_seconds, None, _edge_count(graph)
 
+    def completed(self, samples: List[Sample]) -> List[Sample]:
+        return samples
+
 
 # ---------------------------------------------------------------------------
 # The benchmark.
 # ---------------------------------------------------------------------------
 
 
-def median_call(samples: List[Sample]) -> Tuple[float, float, float, Optional[float], Optional[int]]:
+def median_call(samples: List[Sample]) -> Tuple[float, Optional[float], float, Optional[float], Optional[int]]:
     """``(total, graph, model, other, edges)`` of the call with the median total, in seconds.
 
     Of an even count the faster of the two middle calls (a measured call,
     not an average of two), with that call's graph time. Where the model
-    was timed inside the call (ONNX, AOTInductor), ``other = total - graph
+    was timed with the call (ONNX, AOTInductor), ``other = total - graph
     - model``; where it was not (TorchScript, whose graph is built again
     right after the call), ``model = total - graph`` and ``other`` is None.
-    Either way the parts add up to ``total``.
+    A graph of None (AOTInductor: built inside the package, not timed
+    apart) is part of ``model``. Either way the parts add up to ``total``.
     """
     total, graph, model, edges = sorted(samples, key=lambda sample: sample[0])[(len(samples) - 1) // 2]
     if model is None:
-        return total, graph, total - graph, None, edges
-    return total, graph, model, total - graph - model, edges
+        return total, graph, total - (graph or 0.0), None, edges
+    return total, graph, model, total - (graph or 0.0) - model, edges
 
 
 
 @dataclass
 class SizeResult:
-    """The median call of one size, in seconds: ``graph + model (+ other) = total``; ``other`` is None where it is part of ``model``."""
+    """The median call of one size, in seconds: ``graph + model (+ other) = total``; a part that is None is inside ``model``."""
 
     size: int
     atoms: int
     edges: Optional[int]
-    graph: float
+    graph: Optional[float]
     model: float
     other: Optional[float]
     total: float
@@ -379,7 +496,15 @@ class Benchmark:
         self.model = load_model(artifact, device=device, threads=threads)
         if threads is not None:
             torch.set_num_threads(threads)
-        self.calls = _PreparedGraphCalls(self.model) if isinstance(self.model, PreparedGraphModel) else _TorchScriptCalls(self.model)
+        # Scratch space of the graph-only ONNX program, removed on exit.
+        self.scratch = tempfile.TemporaryDirectory(prefix="ocpdeploy-bench-")
+        self.calls: Any
+        if isinstance(self.model, OnnxModel):
+            self.calls = _OnnxCalls(self.model, self.scratch.name)
+        elif isinstance(self.model, AotiModel):
+            self.calls = _AotiCalls(self.model)
+        else:
+            self.calls = _TorchScriptCalls(self.model)
         self.memory = _memory_meter(self.model)
 
     def __enter__(self) -> "Benchmark":
@@ -387,6 +512,7 @@ class Benchmark:
 
     def __exit__(self, *exc: Any) -> None:
         torch.set_num_threads(self.previous_threads)
+        self.scratch.cleanup()
 
     @property
     def format(self) -> str:
@@ -422,7 +548,7 @@ class Benchmark:
             if progress is not None:
                 progress(label)
         peak = self.memory.stop()
-        total, graph, model, other, edges = median_call(samples)
+        total, graph, model, other, edges = median_call(self.calls.completed(samples))
         return SizeResult(
             size=size,
             atoms=len(atoms),
@@ -438,7 +564,8 @@ class Benchmark:
         metadata = self.model.metadata
         timing = (
             f"timing: the median call (by total) of {repeats} energy+forces calls after {warmup} warm-up; "
-            "total = one DeployedModel.predict call, and graph + model + other = total (that call's own parts)"
+            "total = one DeployedModel.predict call, and graph + model + other = total (that call's own parts; "
+            "a part shown as - is inside the one the split names)"
         )
         if isinstance(self.model, TorchScriptModel) and warmup < TORCHSCRIPT_PROFILING_CALLS:
             timing += f" (TorchScript optimises during its first {TORCHSCRIPT_PROFILING_CALLS} calls: use --warmup {TORCHSCRIPT_PROFILING_CALLS} or more)"

@@ -19,6 +19,12 @@ RATE_RELATIVE = 1.0e-2  # atoms/s is printed with 1 decimal from the unrounded t
 # A row is one call's parts (graph + model + other = total); each of the
 # (up to) four cells is rounded to 3 decimals (half a microsecond each).
 SUM_ABSOLUTE_MS = 2.0e-3
+# How the split line says each format's graph time was taken.
+SPLIT_SAYS = {
+    "torchscript": "embedded scripted graph submodule",
+    "onnx": "graph-only program",
+    "aoti": "not timed apart",
+}
 
 
 def _rows(lines):
@@ -79,15 +85,23 @@ def test_bench_table_and_markdown(export_artifact, capsys, tmp_path, format):
     assert [int(row["size"]) for row in rows] == list(SIZES)
     assert [int(row["atoms"]) for row in rows] == list(EXPECTED_ATOMS)
     assert "atoms" in captured.err  # progress on stderr
+    split = next(line for line in lines if line.startswith("split: "))
+    assert SPLIT_SAYS[format] in split
     for row in rows:
         assert int(row["edges"]) > 0
-        graph, model, total = float(row["graph_ms"]), float(row["model_ms"]), float(row["total_ms"])
-        assert graph > 0 and model > 0 and total > 0
+        model, total = float(row["model_ms"]), float(row["total_ms"])
+        assert total > 0
+        graph = 0.0 if row["graph_ms"] == MISSING else float(row["graph_ms"])
         other = 0.0 if row["other_ms"] == MISSING else float(row["other_ms"])
-        if format in ("onnx", "aoti"):
-            assert other > 0 and graph + model < total
+        if format == "aoti":
+            # The graph is built inside the package, not timed apart: model is the package's run.
+            assert row["graph_ms"] == MISSING and model > 0 and other > 0
+        elif format == "onnx":
+            # graph: the graph-only program run apart; graph + model: the artifact's session run inside predict.
+            # model alone may come out near zero or below for a tiny model (two runs, two clocks), so it is not bounded.
+            assert graph > 0 and graph + model > 0 and other > 0
         else:
-            assert row["other_ms"] == MISSING
+            assert graph > 0 and model > 0 and row["other_ms"] == MISSING
         assert graph + model + other == pytest.approx(total, rel=0, abs=SUM_ABSOLUTE_MS)
         assert float(row["atoms/s"]) == pytest.approx(int(row["atoms"]) / (total / 1000.0), rel=RATE_RELATIVE)
         assert float(row["peak_MiB"]) >= 0

@@ -1,8 +1,11 @@
 """``benchmarks/compare.py``'s report and options, without running a benchmark.
 
-The growth table must divide each large-bulk row by the same model and
-engine at the 1,008-atom bulk (never across engines or models), and skip
-rows that failed; unknown structures are refused before any export.
+The main table gives each engine's call time next to its graph time alone
+and the graph's share of the call, and says with which code each engine's
+graph was timed. The growth table must divide each large-bulk row by the
+same model and engine at the 1,008-atom bulk (never across engines or
+models), and skip rows that failed; unknown structures are refused before
+any export.
 """
 
 import sys
@@ -45,6 +48,43 @@ def test_growth_is_relative_to_the_same_model_and_engine():
         ["painn_h512", "bulk_10192", "aoti", "10.1", "11.0", "12.0"],
         ["gemnet_oc_base", "bulk_4840", "aoti", "4.8", "6.0", "4.5"],
     ]
+
+
+MAIN_HEADER = ["model", "structure", "atoms", "engine", "time (s)", "graph (s)", "graph share", "speed-up", "peak RSS (GB)"]
+
+
+def _main_rows(markdown):
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| model | structure | atoms"))
+    assert [cell.strip() for cell in lines[start].strip("|").split("|")] == MAIN_HEADER
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_main_table_gives_each_engines_graph_time_and_share():
+    runs = [
+        {**_run("painn_h512", "bulk_1008", "torchscript", 1008, 5.0, 1.0), "graph_seconds": 0.5},
+        {**_run("painn_h512", "bulk_1008", "onnx", 1008, 4.0, 0.8), "graph_seconds": 1.0},
+        {**_run("painn_h512", "bulk_1008", "aoti", 1008, 2.5, 0.5), "graph_seconds": 0.25},
+        {"model": "gemnet_oc_base", "structure": "bulk_1008", "engine": "onnx", "failed": "killed above 20 GB RSS"},
+    ]
+    results = {**_results(runs), "engines": ["torchscript", "onnx", "aoti"]}
+    markdown = compare.render_markdown(results)
+    rows = _main_rows(markdown)
+    assert [row[3:7] for row in rows[:3]] == [
+        ["torchscript", "5.000", "0.500", "10%"],
+        ["onnx", "4.000", "1.000", "25%"],
+        ["aoti", "2.500", "0.250", "10%"],
+    ]
+    assert rows[3][:5] == ["gemnet_oc_base", "bulk_1008", "", "onnx", "killed above 20 GB RSS"] and len(rows[3]) == len(MAIN_HEADER)
+    graph_line = next(line for line in markdown.splitlines() if line.startswith("graph: "))
+    for engine in results["engines"]:
+        assert f"{engine}: {compare.GRAPH_TIMING[engine]}" in graph_line
+    assert "graph-only program" in compare.GRAPH_TIMING["onnx"] and "graph-only" in compare.GRAPH_TIMING["aoti"]
 
 
 def test_no_growth_table_without_the_base_size():
