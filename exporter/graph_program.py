@@ -23,7 +23,6 @@ Benchmarks (``benchmarks/compare.py``, ``export-model bench``) run these
 next to the artifact; nothing here is part of an artifact.
 """
 
-import os
 from typing import Any, Dict, List, Tuple
 
 import onnx
@@ -89,10 +88,3 @@ def write_graph_aoti(metadata: Dict[str, Any], path: str) -> List[str]:
     write_aoti(program, example, dynamic_shapes, PROGRAM_CONTRACT, {}, path)
     return program.output_names
 
-
-def remove_quietly(path: str) -> None:
-    """Delete ``path`` if it exists (a benchmark's scratch export)."""
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
