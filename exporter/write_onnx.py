@@ -33,6 +33,7 @@ from torch import Tensor
 
 from ocpdeploy.runtime.contract import OUTPUT_SHAPES, ContractInput
 from ocpdeploy.runtime.keys import RACE_FREE_KEY
+from ocpdeploy.runtime import sorting
 from ocpdeploy.runtime.metadata import to_onnx_props
 
 from .onnx_empty import make_safe_for_empty_tensors
@@ -144,7 +145,8 @@ def _export(
     with warnings.catch_warnings(), _python_floats_as(dtype), _without_known_harmless_logs(), torch.no_grad():
         warnings.simplefilter("ignore")
         try:
-            exported = torch.export.export(program, example, dynamic_shapes=dynamic_shapes)
+            with _group_expansion_by_marks():
+                exported = torch.export.export(program, example, dynamic_shapes=dynamic_shapes)
         except Exception as error:  # noqa: BLE001 - torch.export raises many types; one line names the stage
             raise ShapeContractError(f"{path}: torch.export could not capture the program: {_first_line(error)}") from None
         check_program_shapes(exported, contract, path)
@@ -229,6 +231,16 @@ def _without_known_harmless_logs() -> Iterator[None]:
     finally:
         for logger, dropper in installed:
             logger.removeFilter(dropper)
+
+
+@contextmanager
+def _group_expansion_by_marks() -> Iterator[None]:
+    """Graph construction expands groups without repeat_interleave while captured (``sorting.EXPAND_BY_MARKS``)."""
+    sorting.EXPAND_BY_MARKS[0] = True
+    try:
+        yield
+    finally:
+        sorting.EXPAND_BY_MARKS[0] = False
 
 
 @contextmanager

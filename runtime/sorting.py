@@ -68,12 +68,33 @@ def expand_groups(counts: Tensor, total: Optional[int] = None) -> Tensor:
         marks = torch.zeros(total + 1, dtype=torch.long, device=counts.device)
         marks.index_add_(0, torch.cumsum(counts, dim=0) - counts, torch.ones_like(counts))
         return torch.cumsum(marks, dim=0)[:total] - 1
+    if not torch.jit.is_scripting():
+        if EXPAND_BY_MARKS[0]:
+            return _expand_by_marks(counts)
     # A trailing group without entries: ONNX's translation of repeat_interleave
     # reads the last count, so no groups at all (no triplets: no quadruplet
     # groups) would index an empty tensor.
     padded = torch.cat([counts, torch.zeros(1, dtype=counts.dtype, device=counts.device)])
     groups = torch.arange(padded.shape[0], dtype=torch.long, device=counts.device)
     return declare_entries(torch.repeat_interleave(groups, padded))
+
+
+# Set while a program is captured for ONNX (``exporter/write_onnx.py``):
+# onnxscript translates repeat_interleave by comparing every output position
+# with every group end, a (groups x entries) matrix (10^11 elements for
+# GemNet-OC's quadruplet groups of a bulk cell), so there group numbers come
+# from marks and a running sum instead, O(groups + entries).
+EXPAND_BY_MARKS = [False]
+
+
+def _expand_by_marks(counts: Tensor) -> Tensor:
+    """``expand_groups(counts)`` from a 1 at each group's first entry and a running sum (the total read as a size)."""
+    total = counts.sum().item()
+    torch._check_is_size(total)
+    torch._check(total <= MAX_ENTRIES)
+    marks = torch.zeros(total + 1, dtype=torch.long, device=counts.device)
+    marks.index_add_(0, torch.cumsum(counts, dim=0) - counts, torch.ones_like(counts))
+    return torch.cumsum(marks, dim=0)[:total] - 1
 
 
 def lower_bound(sorted_values: Tensor, queries: Tensor) -> Tensor:
