@@ -50,7 +50,7 @@ KMAX_SUFFIX = "_kmax"
 
 
 def _never_one(kmax: Tensor) -> Tensor:
-    """``kmax`` (K,) zeros -> (K',) zeros with K' = 2 where K = 1, else K; declared K' != 1 to torch.export.
+    """``kmax`` (K,) zeros -> (K',) zeros with K' = 2 where K = 1, else K; one size, declared K' != 1 to torch.export.
 
     K is a data-dependent size inside an exported program, and AOTInductor's
     CPU lowering of a batched product with K as a dimension asks whether
@@ -62,8 +62,14 @@ def _never_one(kmax: Tensor) -> Tensor:
     single = (torch.ones_like(kmax).sum() == 1).reshape(1)  # (1,) bool: K == 1
     extra = nonzero_1d(single)  # (1,) where K == 1, else (0,)
     widened = torch.cat([kmax, torch.zeros_like(extra)])
-    torch._check(widened.shape[0] != 1)
-    return widened
+    # The concatenation's length is the sum of two data-dependent sizes. The
+    # model reshapes (N*K', ...) slot tables to (N, K', ...), and the compiler
+    # cannot match N*(u + v) with the expanded N*u + N*v: it then copies the
+    # whole slot table (PaiNN h512's (N*K', 3, H) messages, 3 GB at 10k atoms)
+    # instead of reducing it on the fly. A fresh nonzero makes K' one size.
+    width = nonzero_1d(torch.ones_like(widened, dtype=torch.bool))
+    torch._check(width.shape[0] != 1)
+    return torch.zeros_like(width)
 
 
 class StructureProgram(nn.Module):

@@ -141,20 +141,22 @@ class PaiNNMessage(nn.Module):
     def _factors(
         self, xh_thirds: Tuple[Tensor, Tensor, Tensor], source: Tensor, edge_rbf: Tensor
     ) -> Tuple[Tensor, Tensor, Tensor]:
-        """The three (E_c, H) factors ``a, b, c`` of E_c edges: ``xh[source]`` times ``rbf_proj(edge_rbf)``, per third.
+        """The three (E_c, H) factors ``a, b, c`` of E_c edges: ``xh[source]`` times ``rbf_proj(edge_rbf)``, per third."""
+        xh_a, xh_b, xh_c = xh_thirds  # 3 x (N, H)
+        return self._factor(xh_a, source, edge_rbf, 0), self._factor(xh_b, source, edge_rbf, 1), self._factor(xh_c, source, edge_rbf, 2)
+
+    def _factor(self, xh_third: Tensor, source: Tensor, edge_rbf: Tensor, third: int) -> Tensor:
+        """One (E_c, H) factor: ``xh_third[source]`` (E_c, H) times third ``third`` of ``rbf_proj(edge_rbf)``.
 
         ``rbf_proj`` runs as three (R -> H) products on its weight's thirds
         rather than one (R -> 3H) product split afterwards: the same FLOPs,
-        but no split copy (ONNX Runtime copies each Split output).
+        but no split copy (ONNX Runtime copies each Split output), and each
+        factor can be used and freed before the next is made.
         """
         hidden = self.hidden_channels
-        weight = self.rbf_proj.weight  # (3H, R)
-        bias = self.rbf_proj.bias  # (3H,)
-        xh_a, xh_b, xh_c = xh_thirds  # 3 x (N, H)
-        a = xh_a.index_select(0, source) * nn.functional.linear(edge_rbf, weight[:hidden], bias[:hidden])
-        b = xh_b.index_select(0, source) * nn.functional.linear(edge_rbf, weight[hidden : 2 * hidden], bias[hidden : 2 * hidden])
-        c = xh_c.index_select(0, source) * nn.functional.linear(edge_rbf, weight[2 * hidden :], bias[2 * hidden :])
-        return a, b, c
+        rows = slice(third * hidden, (third + 1) * hidden)
+        projected = nn.functional.linear(edge_rbf, self.rbf_proj.weight[rows], self.rbf_proj.bias[rows])
+        return xh_third.index_select(0, source) * projected
 
     def _accumulate(
         self,
@@ -216,11 +218,20 @@ class PaiNNMessage(nn.Module):
         # size (exported programs pad it), and a structure may have no edges.
         rbf_padded = torch.cat([edge_rbf, torch.zeros((1, edge_rbf.shape[1]), dtype=edge_rbf.dtype, device=edge_rbf.device)])
         unit_padded = torch.cat([edge_unit, torch.zeros((1, 3), dtype=edge_unit.dtype, device=edge_unit.device)])
-        a, b, c = self._factors(self._thirds(xh_padded), source_at_slot, rbf_padded.index_select(0, edge_at_slot))  # 3 x (N*K, H)
+        rbf_at_slot = rbf_padded.index_select(0, edge_at_slot)  # (N*K, R)
+        xh_a, xh_b, xh_c = self._thirds(xh_padded)  # 3 x (N+1, H)
+        # Each (N*K, H) factor is reduced over K as soon as it is made, and the
+        # vector part gathers one Cartesian component at a time, so no more
+        # than a few (N*K, H) tensors are alive at once (ONNX Runtime frees a
+        # tensor after its last reader; it does not fuse the gather into the sum).
+        dx = self._factor(xh_a, source_at_slot, rbf_at_slot, 0).reshape(num_atoms, width, hidden).sum(dim=1)  # (N, H)
+        b = self._factor(xh_b, source_at_slot, rbf_at_slot, 1)  # (N*K, H)
+        vec_components = [
+            (vec_padded[:, axis].index_select(0, source_at_slot) * b).reshape(num_atoms, width, hidden).sum(dim=1) for axis in range(3)
+        ]  # 3 x (N, H)
+        c = self._factor(xh_c, source_at_slot, rbf_at_slot, 2).reshape(num_atoms, width, hidden)  # (N, K, H)
         unit_at_slot = unit_padded.index_select(0, edge_at_slot).reshape(num_atoms, width, 3)  # (N, K, 3)
-        dx = a.reshape(num_atoms, width, hidden).sum(dim=1)  # (N, H)
-        dvec = (vec_padded.index_select(0, source_at_slot) * b.unsqueeze(1)).reshape(num_atoms, width, 3, hidden).sum(dim=1)
-        dvec = dvec + torch.bmm(unit_at_slot.transpose(1, 2), c.reshape(num_atoms, width, hidden))  # (N, 3, H)
+        dvec = torch.stack(vec_components, dim=1) + torch.bmm(unit_at_slot.transpose(1, 2), c)  # (N, 3, H)
         return dx, dvec
 
 
