@@ -382,8 +382,7 @@ class GemNetOCCore(nn.Module):
         x = torch.sum(cross_a * cross_b, dim=-1)
         y = torch.linalg.norm(torch.cross(cross_a, cross_b, dim=-1), dim=-1).clamp(min=self.dihedral_eps)
         radius = torch.sqrt(x * x + y * y)
-        sph = sbf.angular(cos_out.index_select(0, tout_padded), x / radius, y / radius)
-        return sph * used[:, None]
+        return sbf.angular_masked(cos_out.index_select(0, tout_padded), x / radius, y / radius, used)
 
     def _quad_weights(
         self, rad_w1: Tensor, cross_in: Tensor, cross_out: Tensor, cos_out: Tensor, tin_padded: Tensor,
