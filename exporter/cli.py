@@ -130,17 +130,18 @@ def ordered_metadata(metadata: Dict[str, Any], order: List[str]) -> Dict[str, An
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
 @click.option("--forces", type=click.Choice(FORCES_MODES), default=None, help="default: the checkpoint's own (direct or gradient)")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="aoti only: the device the package is compiled for (it runs only there)")
+@click.option("--domain", is_flag=True, help="aoti, PaiNN: also compile the per-layer domain-decomposition programs, for C++ hosts on several MPI ranks")
 @click.option("--no-verify", is_flag=True, help="skip the check of the artifact against the eager rewrite")
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version, help="print the ocp-deploy version and exit")
 def export_command(
-    checkpoint: str, format_: str, output: str, dtype: str, forces: Optional[str], device: str, no_verify: bool
+    checkpoint: str, format_: str, output: str, dtype: str, forces: Optional[str], device: str, domain: bool, no_verify: bool
 ) -> None:
     """Export an OCP/fairchem trainer CHECKPOINT (PaiNN, GemNet-OC) to a deployable artifact."""
     check_checkpoint_file(checkpoint)
     check_output(output, format_, checkpoint)
     from .export import export_checkpoint
 
-    result = export_checkpoint(checkpoint, output, format=format_, dtype=dtype, forces=forces, verify=not no_verify, device=device)
+    result = export_checkpoint(checkpoint, output, format=format_, dtype=dtype, forces=forces, verify=not no_verify, device=device, domain=domain)
     metadata = result.metadata
     line = f"wrote {result.path}: {metadata['model_kind']} {format_} {dtype}, forces {metadata['forces']}, cutoff {metadata['cutoff']} A"
     if result.max_energy_error is not None:

@@ -7,7 +7,9 @@ with the eager rewrite on every structure of the probe suite
 (``probe.probe_suite``: slab, bulk, 1- and 2-atom cells, molecule, lone
 atom, fragments), one by one and as one mixed batch; a wrong artifact is
 deleted and ``VerificationError`` raised with the probe's name. ``device`` applies to ``aoti``
-only: the package is compiled for that device type and runs only there.
+only: the package is compiled for that device type and runs only there. A package with
+domain programs (``domain``) also runs them on one rank with periodic images as ghosts
+(``DOMAIN_PROBES``) against the eager rewrite.
 """
 
 import copy
@@ -29,9 +31,10 @@ from ocpdeploy.runtime.graph_painn import PaiNNGraph
 from .checkpoint import Checkpoint, CheckpointError, build_rewrite, read_checkpoint
 from .deployed import DeployedModel, PhysicalModel
 from .domain import PaiNNDomainModel
+from .domain_aoti import DOMAIN_KEY, domain_programs, run_one_rank
 from .program import build_program
 from .probe import atoms_tensors, probe_atoms, probe_batch, probe_suite
-from .write_aoti import write_aoti
+from .write_aoti import write_aoti, write_aoti_programs
 from .write_onnx import write_onnx
 from .write_torchscript import write_torchscript
 
@@ -238,6 +241,35 @@ def _verify(path: str, physical: PhysicalModel, graph: nn.Module, dtype_name: st
     return ExportResult(path, model.metadata, worst_energy, worst_forces)
 
 
+# Probes the domain programs run on (one rank, periodic images as ghosts):
+# partial and full periodicity, and a 2-atom cell with many images.
+DOMAIN_PROBES = ("slab", "bulk_tags0", "two_atoms_tags0")
+
+
+def _verify_domain(path: str, physical: PhysicalModel, graph: nn.Module, dtype_name: str, device: str, record: Dict[str, Any]) -> None:
+    """The package's domain programs on one rank against the eager rewrite, on ``DOMAIN_PROBES``."""
+    dtype = DTYPES[dtype_name]
+    suite = dict(probe_suite())
+    expected = {name: _eager_reference(physical, graph, suite[name], dtype) for name in DOMAIN_PROBES}
+    force_scale = max(float(np.abs(outputs[keys.FORCES]).max(initial=0.0)) for outputs in expected.values())
+    for name in DOMAIN_PROBES:
+        atoms = suite[name]
+        try:
+            energy, forces = run_one_rank(path, record, atoms, float(graph.cutoff), device)
+        except Exception as error:  # noqa: BLE001 - the domain programs must run on every probe
+            _refuse(path, f"the domain programs fail on probe '{name}' ({_first_line(error)})")
+        got = {"energy": energy, "forces": forces.numpy()}
+        energy_error, forces_error, energy_bound, forces_bound = _compare(
+            got, expected[name], dtype_name, force_scale, lambda atoms=atoms: float32_noise(physical, graph, atoms)
+        )
+        if not (energy_error <= energy_bound and forces_error <= forces_bound):
+            _refuse(
+                path,
+                f"the domain programs disagree with the eager rewrite on probe '{name}' (|dE| {energy_error:.3g} eV vs bound "
+                f"{energy_bound:.3g}, max|dF| {forces_error:.3g} eV/A vs bound {forces_bound:.3g})",
+            )
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0][:300] if text else type(error).__name__
@@ -251,8 +283,14 @@ def export_checkpoint(
     forces: Optional[str] = None,
     verify: bool = True,
     device: str = "cpu",
+    domain: bool = False,
 ) -> ExportResult:
-    """Export one checkpoint to one artifact; see the module docstring."""
+    """Export one checkpoint to one artifact; see the module docstring.
+
+    ``domain`` (``aoti``, PaiNN): the package also holds the per-layer
+    domain-decomposition programs (``domain_aoti.py``) that C++ hosts run on
+    several MPI ranks. TorchScript PaiNN artifacts always carry them.
+    """
     if format not in FORMATS:
         raise ValueError(f"unknown format '{format}'; choose one of {', '.join(FORMATS)}")
     if device not in AOTI_DEVICES:
@@ -263,8 +301,13 @@ def export_checkpoint(
         raise RuntimeError("--device cuda: torch sees no CUDA device to compile the package for")
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype '{dtype}'; choose float32 or float64")
+    if domain and format != "aoti":
+        why = "TorchScript PaiNN artifacts always carry the domain methods" if format == "torchscript" else "ONNX artifacts have none"
+        raise ValueError(f"--domain applies to --format aoti only ({why})")
     checkpoint = read_checkpoint(checkpoint_path)
     core, graph = build_rewrite(checkpoint)
+    if domain and not isinstance(graph, PaiNNGraph):
+        raise ValueError(f"--domain: only PaiNN has per-layer domain programs; {checkpoint_path} is {checkpoint.model_name}, which runs on one MPI rank")
     core = core.to(DTYPES[dtype])
     core.requires_grad_(False)
     has_direct = bool(getattr(core, "direct_forces", False))
@@ -287,8 +330,15 @@ def export_checkpoint(
         program, example, shapes = build_program(physical, graph, contract, metadata["max_atomic_number"], torch.device(device))
         if format == "onnx":
             write_onnx(program, example, shapes, PROGRAM_CONTRACT, metadata["outputs"], metadata, output)
+        elif domain:
+            programs, record = domain_programs(physical, float(graph.cutoff), int(graph.max_neighbors), metadata["max_atomic_number"], torch.device(device))
+            metadata[DOMAIN_KEY] = record
+            write_aoti_programs(program, example, shapes, PROGRAM_CONTRACT, metadata, output, programs)
         else:
             write_aoti(program, example, shapes, PROGRAM_CONTRACT, metadata, output)
     if not verify:
         return ExportResult(output, metadata)
-    return _verify(output, physical, graph, dtype, device)
+    result = _verify(output, physical, graph, dtype, device)
+    if domain:
+        _verify_domain(output, physical, graph, dtype, device, metadata[DOMAIN_KEY])
+    return result

@@ -94,6 +94,17 @@ def checkpoint_path(name, directory):
     return path
 
 
+# Session packages that also hold the domain-decomposition programs
+# (export-model --format aoti --domain): the C++ tests run them on several
+# MPI ranks; the other tests use them as plain packages.
+DOMAIN_PACKAGES = {("painn_tiny", "aoti", None, "float32"), ("painn_tiny", "aoti", "conservative", "float64")}
+
+
+def export_options(checkpoint, format, forces, dtype):
+    """Keyword arguments of export_checkpoint beyond the artifact's key (the domain programs of DOMAIN_PACKAGES)."""
+    return {"domain": True} if (checkpoint, format, forces, dtype) in DOMAIN_PACKAGES else {}
+
+
 def artifact_name(checkpoint, format, forces, dtype):
     suffix = {"onnx": ".onnx", "aoti": ".pt2"}.get(format, ".pt")
     return f"{checkpoint}_{format}_{forces}_{dtype}{suffix}"
@@ -126,6 +137,19 @@ BACKGROUND_EXPORTS = {
         ("painn_tiny", "torchscript", None, "float32"),
         ("gemnet_oc_tiny", "torchscript", None, "float32"),
         ("painn_tiny", "aoti", "conservative", "float64"),
+        ("painn_tiny", "torchscript", "conservative", "float64"),
+    ],
+    # The domain programs of the same packages (DOMAIN_PACKAGES) on emulated and on LAMMPS's MPI ranks.
+    "test_domain_decomposition.py": [
+        ("painn_tiny", "aoti", None, "float32"),
+        ("painn_tiny", "aoti", "conservative", "float64"),
+        ("painn_tiny", "torchscript", None, "float32"),
+        ("painn_tiny", "torchscript", "conservative", "float64"),
+    ],
+    "test_lammps_mpi.py": [
+        ("painn_tiny", "aoti", None, "float32"),
+        ("painn_tiny", "aoti", "conservative", "float64"),
+        ("painn_tiny", "torchscript", None, "float32"),
         ("painn_tiny", "torchscript", "conservative", "float64"),
     ],
     "test_artifacts.py": [
@@ -171,7 +195,7 @@ torch.set_num_threads({threads})
 os.nice({nice})
 for entry in json.loads(sys.argv[3]):  # the suite's filterwarnings, as pytest applies them
     warnings.filterwarnings(*parse_warning_filter(entry, escape=False))
-from conftest import artifact_name, checkpoint_path
+from conftest import artifact_name, checkpoint_path, export_options
 from ocpdeploy.exporter import export_checkpoint
 directory = sys.argv[1]
 for checkpoint, format, forces, dtype in reversed(json.loads(sys.argv[2])):
@@ -181,7 +205,8 @@ for checkpoint, format, forces, dtype in reversed(json.loads(sys.argv[2])):
     except FileExistsError:
         continue  # a test is making it
     try:
-        export_checkpoint(str(checkpoint_path(checkpoint, directory)), path, format=format, dtype=dtype, forces=forces)
+        export_checkpoint(str(checkpoint_path(checkpoint, directory)), path, format=format, dtype=dtype, forces=forces,
+                          **export_options(checkpoint, format, forces, dtype))
         marker = path + ".done"
     except BaseException:
         traceback.print_exc()
@@ -270,7 +295,8 @@ def export_artifact(tmp_path_factory, request):
             path = directory / artifact_name(checkpoint, format, forces, dtype)
             if background.claim(path):
                 source = checkpoint_path(checkpoint, directory)
-                export_checkpoint(str(source), str(path), format=format, dtype=dtype, forces=forces)
+                export_checkpoint(str(source), str(path), format=format, dtype=dtype, forces=forces,
+                                  **export_options(checkpoint, format, forces, dtype))
             cache[key] = str(path)
         return cache[key]
 

@@ -238,13 +238,13 @@ void PairOCP::choose_decomposition(Decomposition requested) {
       refuse_several_ranks("'decomposition whole' evaluates the whole periodic system in one call on one rank");
     return;
   }
-  if (model_->format() == ocp_deploy::ArtifactFormat::AOTInductor)
-    error->all(FLERR, "pair ocp: " + artifact_ + " is an AOTInductor package, which holds the whole-system "
-                      "program only (no per-layer domain entry points), so it runs on 1 MPI rank without "
-                      "'decomposition domain' (this run: " + std::to_string(ranks) + " rank(s)); to run on "
-                      "several ranks, export the checkpoint as a TorchScript artifact (export-model CKPT "
-                      "--format torchscript) and use that");
   const std::string& kind = model_->metadata().model_kind;
+  if (!model_->has_domain() && kind == "painn" && model_->format() == ocp_deploy::ArtifactFormat::AOTInductor)
+    error->all(FLERR, "pair ocp: " + artifact_ + " is an AOTInductor package without the domain-decomposition "
+                      "programs (it holds the whole-system program only), so it runs on 1 MPI rank without "
+                      "'decomposition domain' (this run: " + std::to_string(ranks) + " rank(s)); to run on "
+                      "several ranks, export it again with them (export-model CKPT --format aoti --domain) or "
+                      "use the TorchScript artifact (export-model CKPT --format torchscript)");
   if (!model_->has_domain()) {
     if (ranks > 1) refuse_several_ranks(single_rank_reason(kind));
     error->all(FLERR, "pair ocp: 'decomposition domain' needs an artifact with domain-decomposition "

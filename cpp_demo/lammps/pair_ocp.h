@@ -15,10 +15,11 @@
 // Two paths (`decomposition`): "whole" evaluates the whole periodic system
 // in one artifact call on one MPI rank; "domain" splits it over the MPI
 // ranks (LAMMPS's spatial decomposition) with the artifact's per-layer
-// domain_* methods (PaiNN TorchScript artifacts). "auto" (default): whole on
-// 1 rank, domain on more. GemNet-OC (no domain methods) and AOTInductor
-// packages (the whole-system program only) on several ranks are LAMMPS
-// errors.
+// domain_* methods (PaiNN TorchScript artifacts) or domain programs (PaiNN
+// AOTInductor packages exported with --domain). "auto" (default): whole on
+// 1 rank, domain on more. GemNet-OC (no domain methods) and packages without
+// domain programs (the whole-system program only) on several ranks are
+// LAMMPS errors.
 //
 // Whole path (one MPI rank):
 // * The artifact always sees the atoms in atom-ID order (the data file's

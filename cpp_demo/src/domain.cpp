@@ -10,11 +10,19 @@
 // and most of the ghost shell never enters a layer. The host buffers
 // (features, gradients, capped keys) keep all rows in the host's order, for
 // its communication; rows are gathered from and scattered to them here.
+//
+// Two kinds of artifact: a TorchScript artifact's domain_* methods, or the
+// domain programs of an AOTInductor package (exporter/domain_aoti.py:
+// domain_cap, domain_build = domain_graph + the active rows + geometry +
+// embedding, domain_layer, domain_readout with the readout's backward for
+// gradient forces, domain_layer_backward with the layer's position
+// gradients), which take tensors only (scalars as 0-d int64 tensors).
 #include "ocp_deploy/domain.hpp"
 
 #include <ATen/ops/arange.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
 
@@ -28,6 +36,12 @@ namespace {
 
 constexpr std::size_t kLayoutEntries = 3;  // [num_layers, hidden_channels, cap_width]
 constexpr int kFeatureBlocks = 4;          // x (H) + vec (3H)
+// A package's domain programs (names as exporter/domain_aoti.py writes them).
+constexpr const char* kCapProgram = "domain_cap";
+constexpr const char* kBuildProgram = "domain_build";
+constexpr const char* kLayerProgram = "domain_layer";
+constexpr const char* kReadoutProgram = "domain_readout";
+constexpr const char* kLayerBackwardProgram = "domain_layer_backward";
 
 at::Tensor long_tensor(std::vector<std::int64_t> values) {
   return detail::as_tensor(values, {static_cast<std::int64_t>(values.size())});
@@ -48,6 +62,7 @@ std::string shape_of(const at::Tensor& tensor) {
 
 struct Domain::Impl {
   Model::Impl* model = nullptr;
+  bool package = false;  // an AOTInductor package's domain programs (else TorchScript methods)
   int num_layers = 0;
   int hidden = 0;
   int cap_width = 0;
@@ -69,6 +84,8 @@ struct Domain::Impl {
   at::Tensor last_x, last_vec;  // the last layer's output (n, H), (n, 3, H)
   std::vector<std::pair<at::Tensor, at::Tensor>> layer_inputs;  // per layer (gradient artifacts)
   at::Tensor grad_rbf, grad_unit;  // summed over layers
+  at::Tensor readout_grad_x, readout_grad_vec;  // packages: from domain_readout
+  at::Tensor grad_positions;  // packages: (A, 3) float64, summed over layers
   bool built = false;
 
   at::TensorOptions model_options() const {
@@ -89,6 +106,21 @@ struct Domain::Impl {
     c10::NoGradGuard no_grad;
     return call(method, std::move(arguments));
   }
+
+  at::Tensor scalar(std::int64_t value) const {
+    return at::scalar_tensor(static_cast<double>(value), at::TensorOptions().dtype(at::kLong)).to(model->device);
+  }
+
+  // A package program's outputs, checked for their count.
+  std::vector<at::Tensor> run(const char* program, const std::vector<at::Tensor>& inputs, std::size_t count) {
+    std::vector<at::Tensor> outputs = model->run_program(program, inputs);
+    if (outputs.size() != count)
+      throw Error(std::string("package program ") + program + " returned " + std::to_string(outputs.size()) +
+                  " values, expected " + std::to_string(count));
+    return outputs;
+  }
+
+  std::vector<at::Tensor> graph_tensors() const { return {positions, ids, scalar(n), cell, pbc, centre, neighbour}; }
 
   static std::vector<at::Tensor> tensors(const c10::IValue& output, const char* method, std::size_t count) {
     if (!output.isTuple()) throw Error(std::string("artifact ") + method + "() did not return a tuple");
@@ -161,6 +193,27 @@ Domain::Domain(Model& model) : impl_(std::make_unique<Impl>()) {
     throw Error("the artifact has no domain-decomposition methods (domain_layout, ...)");
   Impl& d = *impl_;
   d.model = model.impl_.get();
+  d.gradient = model.metadata().forces_are_gradients();
+  if (model.format() == ArtifactFormat::AOTInductor) {
+    // Layout, force convention and program names from the package's metadata.
+    const Metadata& meta = model.metadata();
+    const auto& layout = meta.domain_layout;
+    if (layout.size() != kLayoutEntries || layout[0] < 1 || layout[1] < 1 || layout[2] < 0)
+      throw Error("package metadata domain.layout is not [num_layers >= 1, hidden_channels >= 1, cap_width >= 0]");
+    if (meta.domain_force_convention.size() != 2)
+      throw Error("package metadata domain.force_convention is not [scale, offset]");
+    d.package = true;
+    d.num_layers = static_cast<int>(layout[0]);
+    d.hidden = static_cast<int>(layout[1]);
+    d.cap_width = static_cast<int>(layout[2]);
+    d.force_scale = meta.domain_force_convention[0];
+    d.force_offset = meta.domain_force_convention[1];
+    std::vector<const char*> needed = {kBuildProgram, kLayerProgram, kReadoutProgram};
+    if (d.cap_width > 0) needed.push_back(kCapProgram);
+    if (d.gradient) needed.push_back(kLayerBackwardProgram);
+    for (const char* name : needed) d.model->load_program(name);  // fails here, not in the middle of a run
+    return;
+  }
   c10::IValue layout = d.call("domain_layout", {});
   if (!layout.isIntList()) throw Error("artifact domain_layout() did not return a list of ints");
   std::vector<std::int64_t> values = layout.toIntVector();
@@ -169,7 +222,6 @@ Domain::Domain(Model& model) : impl_(std::make_unique<Impl>()) {
   d.num_layers = static_cast<int>(values[0]);
   d.hidden = static_cast<int>(values[1]);
   d.cap_width = static_cast<int>(values[2]);
-  d.gradient = model.metadata().forces_are_gradients();
   if (d.gradient) {
     c10::IValue convention = d.call("domain_force_convention", {});
     if (!convention.isTuple() || convention.toTupleRef().elements().size() != 2)
@@ -227,6 +279,7 @@ void Domain::set_atoms(std::size_t num_local, std::size_t num_total, const doubl
   d.edge_index = d.edge_rbf = d.edge_unit = at::Tensor();
   d.last_x = d.last_vec = at::Tensor();
   d.grad_rbf = d.grad_unit = at::Tensor();
+  d.readout_grad_x = d.readout_grad_vec = d.grad_positions = at::Tensor();
   d.layer_inputs.clear();
   d.layer_inputs.resize(d.num_layers);
   d.built = false;
@@ -234,8 +287,13 @@ void Domain::set_atoms(std::size_t num_local, std::size_t num_total, const doubl
 
 void Domain::cap() {
   Impl& d = *impl_;
-  auto arguments = d.graph_arguments();
-  at::Tensor owned = d.call_no_grad("domain_cap", std::move(arguments)).toTensor();
+  at::Tensor owned;
+  if (d.package) {
+    owned = d.run(kCapProgram, d.graph_tensors(), 1)[0];
+  } else {
+    auto arguments = d.graph_arguments();
+    owned = d.call_no_grad("domain_cap", std::move(arguments)).toTensor();
+  }
   d.expect_shape(owned, {d.n, d.cap_width}, "domain_cap() output");
   if (d.n > 0 && d.cap_width > 0) d.keys.narrow(0, 0, d.n).copy_(owned);
 }
@@ -244,6 +302,29 @@ std::int64_t* Domain::capped_keys() { return impl_->keys.data_ptr<std::int64_t>(
 
 void Domain::build() {
   Impl& d = *impl_;
+  if (d.package) {
+    std::vector<at::Tensor> inputs = d.graph_tensors();
+    inputs.push_back(d.keys.to(d.model->device));
+    inputs.push_back(d.numbers);
+    auto outputs = d.run(kBuildProgram, inputs, 6);
+    d.rows = outputs[0].to(at::kCPU, at::kLong).contiguous();
+    if (d.rows.dim() != 1 || d.rows.size(0) < d.n)
+      throw Error("package program domain_build returned " + shape_of(d.rows) + " active rows for " + std::to_string(d.n) +
+                  " owned atoms");
+    d.edge_index = outputs[1];
+    if (d.edge_index.dim() != 2 || d.edge_index.size(0) != 2)
+      throw Error("package program domain_build edges have shape " + shape_of(d.edge_index) + ", expected (2, E)");
+    const std::int64_t edges = d.edge_index.size(1);
+    d.edge_rbf = outputs[2];
+    d.edge_unit = outputs[3];
+    if (d.edge_rbf.dim() != 2 || d.edge_rbf.size(0) != edges)
+      throw Error("package program domain_build rbf has shape " + shape_of(d.edge_rbf) + ", expected (E, R)");
+    d.expect_shape(d.edge_unit, {edges, 3}, "domain_build unit vectors");
+    d.active_positions = d.positions.index_select(0, d.rows.to(d.model->device));
+    d.join_active(d.features, outputs[4], outputs[5], "domain_build features");
+    d.built = true;
+    return;
+  }
   auto arguments = d.graph_arguments();
   arguments.emplace_back(d.keys.to(d.model->device));
   at::Tensor edges_in_host_rows = d.call_no_grad("domain_graph", std::move(arguments)).toTensor();
@@ -293,6 +374,13 @@ void Domain::layer(int k) {
   if (k < 0 || k >= d.num_layers) throw Error("layer " + std::to_string(k) + " out of range");
   auto [x, vec] = d.split_active(d.features);
   if (d.gradient) d.layer_inputs[k] = {x, vec};
+  if (d.package) {
+    auto output = d.run(kLayerProgram, {d.scalar(k), x, vec, d.edge_index, d.edge_rbf, d.edge_unit, d.scalar(d.n)}, 2);
+    d.join_owned(d.features, output[0], output[1], "domain_layer output");
+    d.last_x = output[0];
+    d.last_vec = output[1];
+    return;
+  }
   auto output = Impl::tensors(
       d.call_no_grad("domain_layer", {c10::IValue(static_cast<std::int64_t>(k)), x, vec, d.edge_index, d.edge_rbf,
                                       d.edge_unit, c10::IValue(d.n)}),
@@ -305,8 +393,17 @@ void Domain::layer(int k) {
 void Domain::readout(std::int64_t total_atoms, std::vector<double>& energies, std::vector<double>& forces) {
   Impl& d = *impl_;
   if (!d.last_x.defined()) throw Error("Domain::readout() before the layers");
-  auto output = Impl::tensors(d.call_no_grad("domain_readout", {d.last_x, d.last_vec, c10::IValue(total_atoms)}),
-                              "domain_readout", 2);
+  std::vector<at::Tensor> output;
+  if (d.package) {
+    output = d.run(kReadoutProgram, {d.last_x, d.last_vec, d.scalar(total_atoms)}, d.gradient ? 3 : 2);
+    if (d.gradient) {
+      d.readout_grad_x = output[1];
+      d.readout_grad_vec = output[2];
+    }
+  } else {
+    output = Impl::tensors(d.call_no_grad("domain_readout", {d.last_x, d.last_vec, c10::IValue(total_atoms)}),
+                           "domain_readout", 2);
+  }
   d.expect_shape(output[0], {d.n}, "domain_readout() energies");
   energies = to_doubles(output[0]);
   if (d.gradient) {
@@ -323,8 +420,13 @@ void Domain::readout_backward() {
   Impl& d = *impl_;
   if (!d.gradient) throw Error("readout_backward() on a direct-force artifact");
   if (!d.last_x.defined()) throw Error("Domain::readout_backward() before the layers");
-  auto output = Impl::tensors(d.call("domain_readout_backward", {d.last_x, d.last_vec}),
-                              "domain_readout_backward", 2);
+  std::vector<at::Tensor> output;
+  if (d.package) {
+    if (!d.readout_grad_x.defined()) throw Error("Domain::readout_backward() before readout()");
+    output = {d.readout_grad_x, d.readout_grad_vec};
+  } else {
+    output = Impl::tensors(d.call("domain_readout_backward", {d.last_x, d.last_vec}), "domain_readout_backward", 2);
+  }
   d.gradients = at::zeros_like(d.features);
   d.join_owned(d.gradients, output[0], output[1], "domain_readout_backward() output");
 }
@@ -336,6 +438,16 @@ void Domain::layer_backward(int k) {
   if (!d.gradients.defined()) throw Error("Domain::layer_backward() before readout_backward()");
   auto [grad_x, grad_vec] = d.split_owned(d.gradients);
   const auto& [x_in, vec_in] = d.layer_inputs[k];
+  if (d.package) {
+    auto output = d.run(kLayerBackwardProgram,
+                        {d.scalar(k), x_in, vec_in, d.edge_index, d.active_positions, grad_x, grad_vec}, 3);
+    d.join_active(d.gradients, output[0], output[1], "domain_layer_backward input gradients");
+    d.expect_shape(output[2], {d.active(), 3}, "domain_layer_backward position gradients");
+    if (d.grad_positions.defined()) d.grad_positions.add_(output[2]);
+    else d.grad_positions = output[2].detach().to(at::kDouble).clone();
+    d.layer_inputs[k] = {};
+    return;
+  }
   auto output = Impl::tensors(
       d.call("domain_layer_backward", {c10::IValue(static_cast<std::int64_t>(k)), x_in, vec_in, d.edge_index,
                                        d.edge_rbf, d.edge_unit, c10::IValue(d.n), grad_x, grad_vec}),
@@ -355,9 +467,15 @@ void Domain::layer_backward(int k) {
 
 void Domain::gradient_forces_on(std::vector<double>& forces) {
   Impl& d = *impl_;
-  if (!d.grad_rbf.defined()) throw Error("Domain::gradient_forces_on() before layer_backward()");
-  at::Tensor grad_positions =
-      d.call("domain_geometry_backward", {d.active_positions, d.edge_index, d.grad_rbf, d.grad_unit}).toTensor();
+  at::Tensor grad_positions;
+  if (d.package) {
+    if (!d.grad_positions.defined()) throw Error("Domain::gradient_forces_on() before layer_backward()");
+    grad_positions = d.grad_positions;
+  } else {
+    if (!d.grad_rbf.defined()) throw Error("Domain::gradient_forces_on() before layer_backward()");
+    grad_positions =
+        d.call("domain_geometry_backward", {d.active_positions, d.edge_index, d.grad_rbf, d.grad_unit}).toTensor();
+  }
   d.expect_shape(grad_positions, {d.active(), 3}, "domain_geometry_backward() output");
   at::Tensor all_rows = at::zeros({d.total, 3}, at::kDouble);
   all_rows.index_copy_(0, d.rows, grad_positions.detach().to(at::kCPU, at::kDouble));

@@ -95,6 +95,22 @@ Metadata parse_metadata(const std::string& json_text) {
                     "\", this host needs \"" + unit + "\"");
     }
   }
+  if (const json::Value* domain = root.find("domain"); domain != nullptr && domain->type == json::Value::Type::Object) {
+    // Domain-decomposition programs of a package (export-model --format aoti --domain).
+    const json::Value* programs = domain->find("programs");
+    const json::Value* layout = domain->find("layout");
+    const json::Value* convention = domain->find("force_convention");
+    if (programs == nullptr || programs->type != json::Value::Type::Array || layout == nullptr ||
+        layout->type != json::Value::Type::Array || convention == nullptr ||
+        convention->type != json::Value::Type::Array)
+      throw Error("metadata.json \"domain\" must hold \"programs\", \"layout\" and \"force_convention\" lists");
+    for (const auto& item : programs->array)
+      if (item.is_string()) meta.domain_programs.push_back(item.string);
+    for (const auto& item : layout->array)
+      if (item.is_number()) meta.domain_layout.push_back(static_cast<long>(item.number));
+    for (const auto& item : convention->array)
+      if (item.is_number()) meta.domain_force_convention.push_back(item.number);
+  }
   meta.exporter_version = optional_string(root, "exporter_version");
   meta.torch_version = optional_string(root, "torch_version");
   meta.checkpoint_sha256 = optional_string(root, "checkpoint_sha256");

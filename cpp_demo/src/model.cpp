@@ -6,6 +6,7 @@
 #include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -149,6 +150,8 @@ void Model::Impl::load_package(const std::string& path) {
   if (meta.inputs != kProgramInputs)
     throw Error("'" + path + "': this AOTInductor package takes prepared graph tensors, not the structures; "
                 "export it again with the current export-model (the program builds its neighbour graph itself)");
+  impl.path = path;
+  impl.has_domain = !meta.domain_programs.empty();
   try {
     impl.package = std::make_shared<AOTIModelPackageLoader>(
         path, kPackageModelName, /*run_single_threaded=*/false, /*num_runners=*/1,
@@ -156,6 +159,32 @@ void Model::Impl::load_package(const std::string& path) {
   } catch (const c10::Error& e) {
     throw Error("'" + path + "' is not a loadable AOTInductor package (" +
                 detail::one_line(e.what_without_backtrace()) + "); export it again with the installed torch");
+  }
+}
+
+void Model::Impl::load_program(const std::string& name) {
+  Impl& impl = *this;
+  if (impl.programs.count(name)) return;
+  const auto& listed = impl.metadata.domain_programs;
+  if (std::find(listed.begin(), listed.end(), name) == listed.end())
+    throw Error("'" + impl.path + "' has no program " + name + " (its metadata lists the programs it holds)");
+  try {
+    impl.programs.emplace(name, std::make_shared<torch::inductor::AOTIModelPackageLoader>(
+                                    impl.path, name, /*run_single_threaded=*/false, /*num_runners=*/1,
+                                    static_cast<c10::DeviceIndex>(impl.device.is_cuda() ? impl.device.index() : -1)));
+  } catch (const c10::Error& e) {
+    throw Error("'" + impl.path + "': cannot load its program " + name + " (" +
+                detail::one_line(e.what_without_backtrace()) + "); export it again with the installed torch");
+  }
+}
+
+std::vector<at::Tensor> Model::Impl::run_program(const std::string& name, const std::vector<at::Tensor>& inputs) {
+  load_program(name);
+  try {
+    TerminateGuard guard;
+    return programs.at(name)->run(inputs);
+  } catch (const c10::Error& e) {
+    throw Error("AOTInductor program " + name + " failed: " + detail::one_line(e.what_without_backtrace()));
   }
 }
 

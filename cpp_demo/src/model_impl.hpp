@@ -15,6 +15,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "ocp_deploy/model.hpp"
@@ -72,13 +73,20 @@ struct Model::Impl {
   Metadata metadata;
   c10::Device device{at::kCPU};
   c10::ScalarType dtype = at::kFloat;
-  bool has_domain = false;  // domain_layout() and the other domain_* methods
+  bool has_domain = false;  // domain_layout() and the other domain_* methods, or a package's domain programs
+  // AOTInductor packages: the file, and the domain programs loaded so far, by name.
+  std::string path;
+  std::unordered_map<std::string, std::shared_ptr<torch::inductor::AOTIModelPackageLoader>> programs;
 
   // Defined in model.cpp (the only translation unit with the AOTInductor
   // loader's header): load either format, run a package.
   void load_torchscript(const std::string& path);
   void load_package(const std::string& path);
   Result run_package(const Frame& frame);
+  // A named program of the package (loaded on first use; load_program loads
+  // it now), run on tensors; errors as one-line Errors.
+  void load_program(const std::string& name);
+  std::vector<at::Tensor> run_program(const std::string& name, const std::vector<at::Tensor>& inputs);
 
   std::vector<c10::IValue> inputs(const Frame& frame) const {
     const auto n = static_cast<int64_t>(frame.size());

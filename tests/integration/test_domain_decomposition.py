@@ -9,9 +9,14 @@ summed over the ranks must equal the artifact's own ``forward`` on the whole
 structure in file order: the same numbers LAMMPS must produce on several
 MPI ranks. Atom IDs are file positions + 1, and each test also runs with
 the IDs of a shuffled numbering (both artifacts see the same order).
+
+The domain programs of an AOTInductor package (``export-model --format aoti
+--domain``, ``exporter/domain_aoti.py``) run the same protocol on the same
+emulated ranks and must equal the TorchScript artifact's domain methods.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import List
 
 import numpy as np
@@ -285,3 +290,152 @@ def test_lone_atom_has_no_edges(conservative64):
     assert np.all(forces == 0.0)
     expected, _ = _single_process(conservative64, atoms, np.arange(1))
     assert abs(energy - expected) < 1e-12
+
+
+# ---------------------------------------------------------------------------
+# The domain programs of an AOTInductor package (exporter/domain_aoti.py)
+# ---------------------------------------------------------------------------
+def package_programs(path: str):
+    """(call(name, *tensors) -> tuple of outputs, the package's domain record) of a package's domain programs."""
+    import json
+
+    from torch._inductor.package import load_package
+
+    from ocpdeploy.runtime.keys import AOTI_METADATA_KEY
+
+    record = json.loads(load_package(path, "model").get_metadata()[AOTI_METADATA_KEY])["domain"]
+    programs = {name: load_package(path, name) for name in record["programs"]}
+
+    def call(name, *inputs):
+        outputs = programs[name](*inputs)
+        return tuple(outputs) if isinstance(outputs, (list, tuple)) else (outputs,)
+
+    return call, record
+
+
+def _scatter(rows_total: int, rows: torch.Tensor, x: torch.Tensor, vec: torch.Tensor):
+    """Active rows' (x, vec) into all-row host buffers (zero elsewhere)."""
+    full_x = torch.zeros((rows_total,) + tuple(x.shape[1:]), dtype=x.dtype)
+    full_vec = torch.zeros((rows_total,) + tuple(vec.shape[1:]), dtype=vec.dtype)
+    full_x[rows] = x
+    full_vec[rows] = vec
+    return full_x, full_vec
+
+
+def run_package_domains(call, record, atoms, ids: np.ndarray, num_ranks: int, cutoff: float):
+    """``run_domains`` through a package's domain programs (the C++ host's sequence, src/domain.cpp)."""
+    layers, _, width = record["layout"]
+    gradient = "domain_layer_backward" in record["programs"]
+    scale, offset = record["force_convention"]
+    cell_np = _box(atoms)
+    cell = torch.tensor(cell_np)
+    pbc = torch.tensor(np.asarray(atoms.pbc, dtype=bool))
+    ranks = decompose(atoms, cell_np, cutoff, num_ranks)
+    numbers = torch.tensor(atoms.numbers, dtype=torch.long)
+    ids_t = torch.tensor(ids, dtype=torch.long)
+
+    def args(rank):
+        return rank.positions, ids_t[rank.atom], torch.tensor(rank.num_local), cell, pbc, rank.centre, rank.neighbour
+
+    if width > 0:
+        keys = forward_comm(ranks, [call("domain_cap", *args(rank))[0] for rank in ranks])
+    else:
+        keys = [torch.zeros((len(rank.atom), 0), dtype=torch.long) for rank in ranks]
+    # rows, edge_index, edge_rbf, edge_unit, x, vec per rank
+    built = [call("domain_build", *args(rank), k, numbers[rank.atom]) for rank, k in zip(ranks, keys)]
+    features = [_scatter(len(rank.atom), b[0], b[4], b[5]) for rank, b in zip(ranks, built)]
+    inputs = []
+    for k in range(layers):
+        active = [(x[b[0]], v[b[0]]) for (x, v), b in zip(features, built)]
+        inputs.append(active)
+        outputs = [call("domain_layer", torch.tensor(k), x, v, b[1], b[2], b[3], torch.tensor(rank.num_local))
+                   for rank, (x, v), b in zip(ranks, active, built)]
+        features = list(zip(forward_comm(ranks, [o[0] for o in outputs]), forward_comm(ranks, [o[1] for o in outputs])))
+    final = [(x[: rank.num_local], v[: rank.num_local]) for rank, (x, v) in zip(ranks, features)]
+    readouts = [call("domain_readout", x, v, torch.tensor(len(atoms))) for x, v in final]
+    per_atom = np.zeros(len(atoms))
+    forces = np.zeros((len(atoms), 3))
+    for rank, readout in zip(ranks, readouts):
+        per_atom[rank.atom[: rank.num_local]] = readout[0].detach().double().numpy()
+        if not gradient:
+            forces[rank.atom[: rank.num_local]] = readout[1].detach().double().numpy()
+    if gradient:
+        grads = [(readout[1], readout[2]) for readout in readouts]
+        position_gradients = [torch.zeros((len(rank.atom), 3), dtype=torch.float64) for rank in ranks]
+        for k in reversed(range(layers)):
+            back = [call("domain_layer_backward", torch.tensor(k), x, v, b[1], rank.positions[b[0]], gx, gv)
+                    for rank, (x, v), b, (gx, gv) in zip(ranks, inputs[k], built, grads)]
+            full = []
+            for r, (rank, b) in enumerate(zip(ranks, built)):
+                position_gradients[r][b[0]] += back[r][2]
+                full.append(_scatter(len(rank.atom), b[0], back[r][0], back[r][1]))
+            grads = list(zip(reverse_comm(ranks, [f[0] for f in full]), reverse_comm(ranks, [f[1] for f in full])))
+        for r, rank in enumerate(ranks):
+            np.add.at(forces, rank.atom, -scale * position_gradients[r].numpy())
+            forces[rank.atom[: rank.num_local]] += offset
+    return per_atom.sum(), per_atom, forces
+
+
+# package forces/dtype -> (energy, forces) tolerance against the TorchScript domain methods
+PACKAGES = {"direct_float32": (None, "float32", F32_ENERGY, F32_FORCES),
+            "conservative_float64": ("conservative", "float64", F64_ENERGY, F64_FORCES)}
+
+
+@pytest.mark.parametrize("package", sorted(PACKAGES))
+def test_package_domain_programs_equal_torchscript_domain_methods(export_artifact, package):
+    """Each structure on 1 and on 3 emulated ranks (shuffled IDs): the package's programs == the TorchScript methods."""
+    forces_mode, dtype, energy_tol, forces_tol = PACKAGES[package]
+    call, record = package_programs(export_artifact("painn_tiny", "aoti", forces_mode, dtype))
+    torchscript = torch.jit.load(export_artifact("painn_tiny", "torchscript", forces_mode, dtype))
+    assert record["layout"] == list(torchscript.domain_layout())
+    assert record["force_convention"] == pytest.approx(list(torchscript.domain_force_convention()), rel=1e-12)
+    assert ("domain_layer_backward" in record["programs"]) == (forces_mode == "conservative")
+    for name, build in sorted(STRUCTURES.items()):
+        atoms = build()
+        for num_ranks, seed in ((1, None), (3, 11)):
+            ids = np.arange(1, len(atoms) + 1) if seed is None else np.random.default_rng(seed).permutation(len(atoms)) + 1
+            energy, per_atom, forces = run_package_domains(call, record, atoms, ids, num_ranks, float(torchscript.cutoff))
+            expected, expected_per_atom, expected_forces = run_domains(torchscript, atoms, ids, num_ranks, forces_mode is not None)
+            scale = max(1.0, abs(expected))
+            assert abs(energy - expected) <= energy_tol * scale, (name, num_ranks, energy, expected)
+            force_scale = max(1.0, float(np.abs(expected_forces).max()))
+            assert float(np.abs(forces - expected_forces).max()) <= forces_tol * force_scale, (name, num_ranks)
+            assert float(np.abs(per_atom - expected_per_atom).max()) <= energy_tol * scale, (name, num_ranks)
+
+
+def test_domain_option_is_for_painn_packages(tmp_path):
+    """--domain: refused, in one line and before any export work, for other formats and for GemNet-OC."""
+    from ocpdeploy.exporter import export_checkpoint
+
+    painn = str(Path(__file__).parents[1] / "data" / "checkpoints" / "painn_tiny.pt")
+    gemnet = str(Path(__file__).parents[1] / "data" / "checkpoints" / "gemnet_oc_tiny.pt")
+    for format_, suffix in (("torchscript", ".pt"), ("onnx", ".onnx")):
+        with pytest.raises(ValueError, match="--domain applies to --format aoti only"):
+            export_checkpoint(painn, str(tmp_path / f"m{suffix}"), format=format_, domain=True)
+    with pytest.raises(ValueError, match="only PaiNN has per-layer domain programs"):
+        export_checkpoint(gemnet, str(tmp_path / "m.pt2"), format="aoti", domain=True)
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_refuses_wrong_domain_programs(export_artifact, tmp_path):
+    """The export's check of the domain programs (one rank, periodic images as ghosts) refuses a package whose
+    programs disagree with the eager rewrite: here a rewrite whose forces normaliser is twice the package's."""
+    import shutil
+
+    from ocpdeploy.exporter.checkpoint import build_rewrite, read_checkpoint
+    from ocpdeploy.exporter.deployed import PhysicalModel
+    from ocpdeploy.exporter.export import VerificationError, _verify_domain
+
+    path = tmp_path / "copy.pt2"
+    shutil.copy(export_artifact("painn_tiny", "aoti", None, "float32"), path)
+    _, record = package_programs(str(path))
+    checkpoint = read_checkpoint(str(Path(__file__).parents[1] / "data" / "checkpoints" / "painn_tiny.pt"))
+    core, graph = build_rewrite(checkpoint)
+    core.requires_grad_(False)
+    n = checkpoint.normalizers
+    physical = PhysicalModel(core, "direct", n.energy_mean, n.energy_std, n.forces_mean, n.forces_std)
+    _verify_domain(str(path), physical, graph, "float32", "cpu", record)  # the package as exported passes
+    physical.forces_std *= 2.0  # the eager rewrite's forces double; the package's do not
+    with pytest.raises(VerificationError, match="domain programs disagree with the eager rewrite on probe 'slab'"):
+        _verify_domain(str(path), physical, graph, "float32", "cpu", record)
+    assert not path.exists()

